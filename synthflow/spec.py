@@ -1,0 +1,322 @@
+"""The pipeline spec: one YAML file declares one synthetic dataset.
+
+Every model refuses unknown keys. `load_spec` turns pydantic's error locations back into YAML line numbers so an
+error reads `assets/math.yaml:14: generate.sampling.temperature: Input should be a valid number`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthflow.templates import TemplateError, compile_template
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ColumnType = Literal["string", "integer", "float", "boolean"]
+
+
+class ColumnSpec(Strict):
+    """One column of the seed (and of the generated rows) with its constraints."""
+
+    name: str
+    type: ColumnType = "string"
+    nullable: bool = False
+    description: str | None = None
+    min: float | None = None
+    max: float | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=1)
+    regex: str | None = None
+    isin: list[Any] | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+SourceFormat = Literal["jsonl", "csv", "parquet"]
+
+
+class DataSourceSpec(Strict):
+    """Where rows come from: a local path (relative to the spec file), any fsspec URL, or `hf://datasets/ID`."""
+
+    source: str
+    format: SourceFormat | None = None  # inferred from the file suffix when left out
+    split: str = "train"  # for Hugging Face dataset ids
+
+
+class SeedSpec(DataSourceSpec):
+    columns: list[ColumnSpec] = Field(min_length=1)
+    id_column: str | None = None  # a stable row id; rows are numbered when left out
+    text: list[str] | str  # column(s) joined into the text that is embedded and deduplicated
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> SeedSpec:
+        names = [c.name for c in self.columns]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate column names: {sorted(dupes)}")
+        for col in self.text_columns:
+            if col not in names:
+                raise ValueError(f"text column {col!r} is not among the declared columns {names}")
+        if self.id_column is not None and self.id_column not in names:
+            raise ValueError(f"id_column {self.id_column!r} is not among the declared columns {names}")
+        return self
+
+    @property
+    def text_columns(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+
+class RealSpec(DataSourceSpec):
+    """Real data that keeps arriving. With `partitioned`, `source` is a template with `{round}` / `{partition}`."""
+
+    partitioned: bool = False
+
+
+class RoundsSpec(Strict):
+    cron: str = "0 0 * * *"  # one round a day by default
+    start: str = "2026-01-01"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_has_five_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("cron must have five fields, e.g. '0 0 * * *'")
+        return v
+
+
+class SamplingSpec(Strict):
+    temperature: float = Field(default=0.8, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = -1
+    max_tokens: int = Field(default=512, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = 0  # base seed; each request gets its own derived seed
+
+
+class GenerateSpec(Strict):
+    generator: str = "generator"  # name of a generator in the resource profile
+    system: str | None = None
+    prompt: str  # Jinja2 (sandboxed); sees `exemplars` (list of seed rows) and `round`
+    few_shot: int = Field(default=3, ge=0)
+    output_schema: dict[str, Any]  # JSON schema of one generated row
+    rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
+    candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
+    batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
+    sampling: SamplingSpec = SamplingSpec()
+
+    @field_validator("prompt", "system")
+    @classmethod
+    def _template_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                compile_template(v)
+            except TemplateError as e:
+                raise ValueError(str(e)) from e
+        return v
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_object(cls, v: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(v)
+        except jsonschema.SchemaError as e:
+            raise ValueError(f"not a valid JSON schema: {e.message}") from e
+        if v.get("type") != "object" or not v.get("properties"):
+            raise ValueError("output_schema must be an object schema with properties")
+        return v
+
+    @property
+    def budget(self) -> int:
+        return self.candidate_budget or 4 * self.rows_per_round
+
+
+class VerifierSpec(BaseModel):
+    """One step of the verify chain: `type` picks the verifier, the other keys are its parameters.
+
+    Parameters are checked by the verifier's own model (see synthflow.stages.verifiers.registry), so adding a
+    verifier never touches this file.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    name: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+class DiversitySpec(Strict):
+    """Embedding-space coverage. The round machinery reads these; the diversity stages define the metrics."""
+
+    embedder: str = "embedder"  # name of an embedder in the resource profile
+    clusters: int | None = Field(default=None, ge=1)  # k for the seed map; chosen from the seed size when left out
+    target: Literal["seed", "uniform"] | dict[str, float] = "seed"
+    exploration: float = Field(default=0.1, ge=0, le=1)
+    near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
+    seed_copy_threshold: float = Field(default=0.9, gt=0, le=1)
+    min_vendi: float | None = None
+    max_kl: float | None = None
+    max_under_covered: int | None = None
+
+
+class AccumulateSpec(Strict):
+    policy: Literal["accumulate", "replace", "accumulate_subsample"] = "accumulate"
+    min_real_fraction: float = Field(default=0.0, ge=0, le=1)
+    on_low_real_fraction: Literal["fail", "subsample"] = "fail"
+    subsample_size: int | None = Field(default=None, ge=1)  # rows per round for accumulate_subsample
+
+
+class ExportSpec(Strict):
+    format: Literal["hf", "parquet"] = "hf"
+    url: str | None = None  # fsspec URL for save_to_disk / Parquet
+    hub_repo: str | None = None  # push_to_hub target; token from the HF_TOKEN environment variable
+    private: bool = True
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    seed: SeedSpec
+    real: RealSpec | None = None
+    rounds: RoundsSpec = RoundsSpec()
+    generate: GenerateSpec
+    verify: list[VerifierSpec] = Field(default_factory=lambda: [VerifierSpec(type="schema")])
+    diversity: DiversitySpec = DiversitySpec()
+    accumulate: AccumulateSpec = AccumulateSpec()
+    export: ExportSpec | None = None
+
+    # Set by load_spec; not part of the YAML.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("verify")
+    @classmethod
+    def _verifiers_known(cls, v: list[VerifierSpec]) -> list[VerifierSpec]:
+        from synthflow.stages.verifiers.registry import validate_params
+
+        labels = [s.label for s in v]
+        dupes = {x for x in labels if labels.count(x) > 1}
+        if dupes:
+            raise ValueError(f"verifier names must be unique; give `name:` to repeated types: {sorted(dupes)}")
+        for spec in v:
+            validate_params(spec)
+        return v
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source_path).parent if self.source_path else Path.cwd()
+
+    @property
+    def output_columns(self) -> list[str]:
+        return list(self.generate.output_schema["properties"])
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named spec sections: the code_version of the assets that read them."""
+        from synthflow import __version__
+
+        data = {s: self.model_dump(mode="json").get(s) for s in sections}
+        blob = json.dumps({"synthflow": __version__, **data}, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names file, line and field for each problem."""
+
+    def __init__(self, path: str, problems: list[tuple[int | None, str, str]]):
+        self.path = path
+        self.problems = problems
+        lines = [f"{path}:{line if line else '?'}: {field or '<root>'}: {msg}" for line, field, msg in problems]
+        super().__init__("invalid pipeline spec\n" + "\n".join(lines))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree; the deepest node found gives the line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                # The key itself may be the problem (an unknown key): point at the key.
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.startswith("function-") or part in {"str", "dict[str,float]", "list[str]"}:
+            continue  # pydantic's union-branch markers say nothing to a user
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_spec(text: str, path: str = "<string>") -> PipelineSpec:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise SpecError(path, [(mark.line + 1 if mark else None, "", f"not valid YAML: {e}")]) from e
+    if not isinstance(data, dict):
+        raise SpecError(path, [(1, "", "the spec must be a YAML mapping (name:, seed:, generate: ...)")])
+    try:
+        return PipelineSpec.model_validate({**data, "source_path": path})
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not part of the spec; check the spelling)"
+            problems.append((_line_of(node, loc), _field_path(loc), msg))
+        raise SpecError(path, problems) from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(str(p), [(None, "", f"cannot read the spec: {e.strerror}")]) from e
+    return parse_spec(text, str(p))

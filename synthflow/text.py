@@ -1,0 +1,19 @@
+"""Small text helpers shared by stages."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_text(text: object) -> str:
+    """Case-, width- and whitespace-insensitive form used for exact duplicate detection."""
+    s = unicodedata.normalize("NFKC", "" if text is None else str(text)).casefold()
+    return _WS.sub(" ", s).strip()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
