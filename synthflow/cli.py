@@ -1,0 +1,150 @@
+"""The `synthflow` command line: validate, run, versions, ui, smoke-model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from synthflow.profiles import state_dir
+from synthflow.spec import SpecError, load_spec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """synthflow: synthetic LLM-training data as Dagster assets.
+
+    \b
+    Examples:
+      synthflow validate assets/*.yaml
+      synthflow run assets/math_word_problems.yaml --rounds 2
+      synthflow versions assets/math_word_problems.yaml training_set
+      synthflow ui
+    """
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+def validate(specs: tuple[str, ...]) -> None:
+    """Check pipeline specs; print each problem as FILE:LINE: FIELD: MESSAGE.
+
+    \b
+    Example:
+      synthflow validate assets/math_word_problems.yaml
+    """
+    bad = 0
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except SpecError as e:
+            bad += 1
+            click.echo(str(e), err=True)
+            continue
+        click.echo(f"{path}: ok ({spec.name}: {len(spec.seed.columns)} seed columns, {len(spec.verify)} verifiers)")
+    sys.exit(1 if bad else 0)
+
+
+def _use_local_dagster_home() -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rounds", "-n", default=1, show_default=True, help="How many new rounds to materialize, in order.")
+@click.option("--profile", "-p", default=None, help="Resource profile in resources/ (default: $SYNTHFLOW_PROFILE or local).")
+def run(spec_path: str, rounds: int, profile: str | None) -> None:
+    """Materialize the next N rounds of a pipeline through a real Dagster instance.
+
+    The instance lives in DAGSTER_HOME (default .synthflow/dagster), so `synthflow ui` shows the runs afterwards.
+
+    \b
+    Example:
+      synthflow run assets/math_word_problems.yaml --rounds 2 --profile local
+    """
+    from synthflow.dagster.runner import RoundFailed, SeedRejected, run_rounds
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    home = _use_local_dagster_home()
+    click.echo(f"synthflow: {spec.name}: {rounds} round(s); Dagster instance in {home}")
+    try:
+        summaries = run_rounds(spec, rounds, profile=profile, echo=click.echo)
+    except (SeedRejected, RoundFailed) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    from synthflow.dagster.runner import format_summary
+
+    click.echo(format_summary(summaries))
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("asset")
+@click.option("--partition", default=None, help="Round partition key (default: every partition).")
+@click.option("--profile", "-p", default=None)
+def versions(spec_path: str, asset: str, partition: str | None, profile: str | None) -> None:
+    """List the stored versions of one asset of a pipeline (oldest first).
+
+    \b
+    Example:
+      synthflow versions assets/math_word_problems.yaml training_set
+    """
+    from synthflow.profiles import load_profile
+    from synthflow.store import Store
+
+    spec = load_spec(spec_path)
+    store = Store(load_profile(profile).store_root())
+    parts = [partition] if partition else store.partitions(spec.name, asset)
+    if not parts:
+        click.echo(f"{spec.name}/{asset}: no versions in {store.root}")
+        sys.exit(1)
+    click.echo(f"{'partition':<14} {'version':<22} {'rows':>7}  written")
+    for p in parts:
+        for rec in store.versions(spec.name, asset, p):
+            click.echo(f"{rec.partition:<14} {rec.version:<22} {rec.rows:>7}  {rec.written_at_iso}")
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--profile", "-p", default=None)
+def ui(port: int, profile: str | None) -> None:
+    """Open the Dagster UI on definitions.py with the local instance (dagster dev).
+
+    \b
+    Example:
+      synthflow ui --port 3000
+    """
+    _use_local_dagster_home()
+    if profile:
+        os.environ["SYNTHFLOW_PROFILE"] = profile
+    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-p", str(port)])
+
+
+@main.command("smoke-model")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+def smoke_model(out_dir: str) -> None:
+    """Build the smoke model (tiny random-weight Llama with a BPE tokenizer) into OUT_DIR.
+
+    It writes random text; it exists to test plumbing (transformers and vLLM load it) without downloads.
+
+    \b
+    Example:
+      synthflow smoke-model .synthflow/smoke-model
+    """
+    from synthflow.smoke_model import build_smoke_model
+
+    path = build_smoke_model(out_dir)
+    click.echo(json.dumps({"smoke_model": str(path)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""The thin Dagster layer: asset factory, resources, checks, Component. The only place that imports Dagster."""
+
+from synthflow.dagster.component import SynthflowPipelineComponent
+from synthflow.dagster.definitions import build_pipeline_defs, load_project_defs
+
+__all__ = ["SynthflowPipelineComponent", "build_pipeline_defs", "load_project_defs"]

@@ -1,0 +1,57 @@
+"""Definitions for one pipeline or a whole project folder of specs, with the resources of a profile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from synthflow.dagster.assets import build_pipeline_assets
+from synthflow.dagster.resources import resources_for_profile
+from synthflow.profiles import Profile, load_profile
+from synthflow.spec import PipelineSpec, load_spec
+
+
+def _fingerprint(profile: Profile | None, spec: PipelineSpec) -> str:
+    """The generator's identity goes into code versions: a new model makes the round's outputs stale."""
+    if profile is None:
+        return ""
+    g = profile.generators.get(spec.generate.generator)
+    blob = json.dumps(g.model_dump(mode="json") if g else None, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def build_pipeline_defs(
+    spec: PipelineSpec | str | Path,
+    *,
+    key_prefix: str | Sequence[str] | None = None,
+    group: str | None = None,
+    profile: Profile | str | None = None,
+    project_root: str | Path | None = None,
+    include_resources: bool = True,
+) -> dg.Definitions:
+    """Dagster definitions for one synthetic dataset, ready to merge into an existing code location.
+
+    `key_prefix` puts the assets under a prefix (e.g. "synthetic" -> synthetic/<name>/seed); `group` sets the asset
+    group (default: the pipeline name). Resources come from the profile (name, Profile, or SYNTHFLOW_PROFILE);
+    pass include_resources=False to bind them yourself.
+    """
+    if not isinstance(spec, PipelineSpec):
+        spec = load_spec(spec)
+    root = Path(project_root) if project_root else None
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, root) if include_resources else None
+    prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
+    assets = build_pipeline_assets(spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec))
+    return dg.Definitions(assets=assets, resources=resources_for_profile(prof) if prof else None)
+
+
+def load_project_defs(project_root: str | Path, profile: str | None = None) -> dg.Definitions:
+    """Every spec in <project_root>/assets/*.yaml with one profile's resources."""
+    root = Path(project_root)
+    prof = load_profile(profile, root)
+    specs = sorted((root / "assets").glob("*.yaml"))
+    defs = [build_pipeline_defs(p, profile=prof, project_root=root, include_resources=False) for p in specs]
+    return dg.Definitions.merge(*defs, dg.Definitions(resources=resources_for_profile(prof)))

@@ -1,0 +1,158 @@
+"""Dagster metadata built from stage outputs: column schemas, previews, usage, verdict counts, failing rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from synthflow.generators.base import Generator
+from synthflow.spec import ColumnSpec
+from synthflow.stages.generate import GenerationStats
+from synthflow.store import VersionRecord
+
+_TYPES = {"string": "string", "integer": "int", "float": "float", "boolean": "bool"}
+
+
+def store_metadata(rec: VersionRecord) -> dict[str, Any]:
+    return {"rows": dg.MetadataValue.int(rec.rows), "store_version": rec.version, "partition": rec.partition}
+
+
+def column_schema(df: pd.DataFrame, declared: Sequence[ColumnSpec] = ()) -> dg.TableSchema:
+    by_name = {c.name: c for c in declared}
+    cols = []
+    for name, dtype in df.dtypes.items():
+        c = by_name.get(str(name))
+        cols.append(
+            dg.TableColumn(
+                str(name),
+                _TYPES[c.type] if c else str(dtype),
+                description=(c.description if c else None),
+                constraints=dg.TableColumnConstraints(nullable=c.nullable) if c else None,
+            )
+        )
+    return dg.TableSchema(columns=cols)
+
+
+def preview(df: pd.DataFrame, columns: Sequence[str] | None = None, n: int = 5) -> dg.MetadataValue:
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    head = df[cols].head(n).astype(str).apply(lambda s: s.str.slice(0, 120))
+    return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_no rows_")
+
+
+def table_metadata(df: pd.DataFrame, rec: VersionRecord, declared: Sequence[ColumnSpec] = ()) -> dict[str, Any]:
+    visible = [c for c in df.columns if not str(c).startswith("_")] + [c for c in ("_id", "_source", "_round") if c in df.columns]
+    return {
+        **store_metadata(rec),
+        "dagster/column_schema": column_schema(df, declared),
+        "dagster/row_count": dg.MetadataValue.int(len(df)),
+        "preview": preview(df, visible),
+    }
+
+
+def failures_summary(source: str, failures: list[tuple[int | None, str, str]]) -> str:
+    first = failures[0]
+    where = f"row {first[0] + 1}" if first[0] is not None else "all rows"
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return f"{source}: {where}, column {first[1]!r}: {first[2]}{more}"
+
+
+def failures_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "failing_rows": dg.MetadataValue.int(int(frame["row"].nunique(dropna=False))),
+        "failures": dg.MetadataValue.md(frame.head(200).to_markdown(index=False)),
+    }
+
+
+def usage_metadata(
+    stats: GenerationStats, generator: Generator, prices: dict[str, float] | None, fallback_reason: str | None
+) -> dict[str, Any]:
+    u = stats.usage
+    out: dict[str, Any] = {
+        "generator": generator.label,
+        "model": generator.model_id,
+        "requests": stats.requested,
+        "requests_sent": stats.sent,
+        "requests_from_cache": stats.from_cache,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "tokens_per_second": round(u.completion_tokens / u.wall_seconds, 2) if u.wall_seconds > 0 else 0.0,
+        "retries": u.retries,
+        "failures": json.dumps(u.failures, sort_keys=True),
+        "wall_seconds": round(u.wall_seconds, 3),
+    }
+    if prices:
+        out["cost_estimate_usd"] = round(
+            u.prompt_tokens / 1000 * prices.get("prompt_per_1k", 0.0)
+            + u.completion_tokens / 1000 * prices.get("completion_per_1k", 0.0),
+            6,
+        )
+    if fallback_reason:
+        out["smoke_model_fallback"] = fallback_reason
+    return out
+
+
+def verifier_metadata(verified: pd.DataFrame, names: Sequence[str]) -> dict[str, Any]:
+    rows = []
+    for name in ["parse", *names]:
+        if name == "parse":
+            seen, passed = len(verified), int(verified["parse_error"].isna().sum()) if len(verified) else 0
+        else:
+            col = f"{name}_ok"
+            if col not in verified.columns:
+                continue
+            s = verified[col].dropna()
+            seen, passed = len(s), int(s.astype(bool).sum())
+        rows.append({"verifier": name, "seen": seen, "passed": passed, "pass_rate": round(passed / seen, 3) if seen else None})
+    by_reason = (
+        verified.loc[~verified["accepted"], "rejected_by"].value_counts().to_dict() if len(verified) else {}
+    )
+    return {
+        "verifiers": dg.MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False)),
+        "rejected_by": json.dumps({str(k): int(v) for k, v in by_reason.items()}, sort_keys=True),
+        "candidates": len(verified),
+        "accepted": int(verified["accepted"].sum()) if len(verified) else 0,
+    }
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out[key] = json.dumps(v, sort_keys=True, default=str)
+        elif isinstance(v, list | tuple):
+            out[key] = json.dumps(list(v), default=str)
+        else:
+            out[key] = v
+    return out
+
+
+def coverage_metadata(coverage: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in coverage.items():
+        if isinstance(v, bytes):
+            out[k] = dg.MetadataValue.md(_png_markdown(v))
+        elif isinstance(v, bool | int | float | str) or v is None:
+            out[k] = v if v is not None else "none"
+        else:
+            out[k] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def _png_markdown(png: bytes) -> str:
+    import base64
+
+    return f"![plot](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def provenance_metadata(training_set: pd.DataFrame) -> dict[str, Any]:
+    by = training_set.groupby(["_source", "_round"]).size().reset_index(name="rows")
+    return {
+        "real_rows": int((training_set["_source"] == "real").sum()),
+        "synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
+        "rows_by_source_and_round": dg.MetadataValue.md(by.to_markdown(index=False)),
+    }

@@ -1,0 +1,127 @@
+"""Dagster resources: the store, generators and embedders named in a resource profile.
+
+Each generator resource creates its backend once per resource lifetime (per run/step process), never per call:
+a vLLM engine or a loaded model is expensive.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from synthflow.generators import Generator, make_generator
+from synthflow.profiles import EmbedderProfile, GeneratorProfile, Profile
+from synthflow.store import Store
+
+STORE_KEY = "synthflow_store"
+
+
+def generator_key(name: str) -> str:
+    return f"synthflow_gen_{name}"
+
+
+def embedder_key(name: str) -> str:
+    return f"synthflow_embed_{name}"
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The versioned Parquet store (any fsspec URL)."""
+
+    root: str
+
+    def get(self) -> Store:
+        return Store(self.root)
+
+
+class GeneratorResource(dg.ConfigurableResource):
+    """A generation backend from a profile entry. `fallback: smoke` runs on the smoke model when `model` can't load."""
+
+    backend: str
+    model: str
+    fallback: str | None = None
+    options_json: str = "{}"
+    prices_json: str = "null"
+
+    _generator: Generator | None = PrivateAttr(default=None)
+    _fallback_reason: str | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_profile(cls, p: GeneratorProfile) -> GeneratorResource:
+        return cls(
+            backend=p.backend,
+            model=p.model,
+            fallback=p.fallback,
+            options_json=json.dumps(p.options, sort_keys=True),
+            prices_json=json.dumps(p.prices),
+        )
+
+    @property
+    def prices(self) -> dict[str, float] | None:
+        return json.loads(self.prices_json)
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Set when the configured model could not be loaded and the smoke model runs instead."""
+        return self._fallback_reason
+
+    def get(self, log: Any | None = None) -> Generator:
+        if self._generator is None:
+            self._generator = self._create(log)
+        return self._generator
+
+    def _create(self, log: Any | None) -> Generator:
+        from synthflow.generators.errors import ModelUnavailable
+
+        options = json.loads(self.options_json)
+        try:
+            return make_generator(self.backend, self.model, **options)
+        except ModelUnavailable as e:
+            if self.fallback != "smoke":
+                raise
+            self._fallback_reason = (
+                f"The model {self.model!r} could not be loaded ({e.reason}), so this run uses the smoke model "
+                "(random weights: it tests the plumbing, not quality)."
+            )
+            if log is not None:
+                log.warning(self._fallback_reason)
+            return make_generator("smoke", "smoke")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """A sentence-transformers embedder with a text-hash cache in the store."""
+
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    device: str = "auto"
+    cache_url: str | None = None
+
+    _embedder: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_profile(cls, p: EmbedderProfile, cache_url: str | None) -> EmbedderResource:
+        return cls(model=p.model, batch_size=p.batch_size, device=p.device, cache_url=cache_url)
+
+    def get(self) -> Any:
+        if self._embedder is None:
+            from synthflow.embedding import Embedder
+
+            self._embedder = Embedder(self.model, batch_size=self.batch_size, device=self.device, cache_url=self.cache_url)
+        return self._embedder
+
+
+def resources_for_profile(profile: Profile) -> dict[str, Any]:
+    root = profile.store_root()
+    res: dict[str, Any] = {STORE_KEY: StoreResource(root=root)}
+    for name, g in profile.generators.items():
+        res[generator_key(name)] = GeneratorResource.from_profile(g)
+    for name, e in profile.embedders.items():
+        res[embedder_key(name)] = EmbedderResource.from_profile(e, cache_url=f"{root.rstrip('/')}/_cache/embeddings")
+    return res

@@ -1,0 +1,79 @@
+"""Resource profiles: which generators, embedders and store a pipeline runs with (resources/<name>.yaml)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthflow.spec import SpecError, _field_path, _line_of
+
+DEFAULT_PROFILE = "local"
+
+
+def state_dir() -> Path:
+    """The project's local state folder: store, smoke model, Dagster instance (SYNTHFLOW_HOME, default .synthflow)."""
+    return Path(os.environ.get("SYNTHFLOW_HOME", ".synthflow")).resolve()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorProfile(_Strict):
+    backend: str  # transformers | vllm | openai | smoke | python | ray
+    model: str = "smoke"
+    fallback: str | None = None  # "smoke": run on the smoke model when `model` cannot be loaded
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the backend's constructor
+    prices: dict[str, float] | None = None  # {"prompt_per_1k": .., "completion_per_1k": ..} for cost estimates
+
+
+class EmbedderProfile(_Strict):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    device: str = "auto"
+
+
+class StoreProfile(_Strict):
+    root: str = ""  # empty: <state dir>/store
+
+
+class Profile(_Strict):
+    name: str = DEFAULT_PROFILE
+    description: str = ""
+    store: StoreProfile = StoreProfile()
+    generators: dict[str, GeneratorProfile] = Field(default_factory=lambda: {"generator": GeneratorProfile(backend="smoke")})
+    embedders: dict[str, EmbedderProfile] = Field(default_factory=lambda: {"embedder": EmbedderProfile()})
+    gpus: int = Field(default=1, ge=0)  # size of the `gpu` concurrency pool this deployment has
+
+    def store_root(self) -> str:
+        root = self.store.root or str(state_dir() / "store")
+        if "://" in root or Path(root).is_absolute():
+            return root
+        return str(Path(root).resolve())
+
+
+def profiles_dir(project_root: Path | None = None) -> Path:
+    return (project_root or Path.cwd()) / "resources"
+
+
+def load_profile(name: str | None = None, project_root: Path | None = None) -> Profile:
+    """Load resources/<name>.yaml (name from SYNTHFLOW_PROFILE, default `local`)."""
+    name = name or os.environ.get("SYNTHFLOW_PROFILE") or DEFAULT_PROFILE
+    path = profiles_dir(project_root) / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in profiles_dir(project_root).glob("*.yaml"))
+        raise SpecError(str(path), [(None, "", f"no resource profile named {name!r}; known: {known}")])
+    text = path.read_text()
+    data = yaml.safe_load(text) or {}
+    try:
+        profile = Profile.model_validate({"name": name, **data})
+    except ValidationError as e:
+        node = yaml.compose(text)
+        raise SpecError(
+            str(path), [(_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"]) for x in e.errors()]
+        ) from None
+    return profile

@@ -1,0 +1,66 @@
+"""Running requests through a generator with the result cache in front of it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from synthflow.generators.base import GenerationRequest, GenerationResult, Generator, Usage
+from synthflow.stages.cache import ResultCache
+
+
+@dataclass
+class GenerationStats:
+    requested: int = 0
+    sent: int = 0
+    from_cache: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+    def merge(self, other: GenerationStats) -> None:
+        self.requested += other.requested
+        self.sent += other.sent
+        self.from_cache += other.from_cache
+        u, o = self.usage, other.usage
+        u.requests += o.requests
+        u.prompt_tokens += o.prompt_tokens
+        u.completion_tokens += o.completion_tokens
+        u.retries += o.retries
+        u.wall_seconds += o.wall_seconds
+        for k, v in o.failures.items():
+            u.failures[k] = u.failures.get(k, 0) + v
+
+
+def run_generation(
+    requests: Sequence[GenerationRequest],
+    generator: Generator,
+    cache: ResultCache,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[GenerationResult], GenerationStats]:
+    """Results in the order of `requests`; only requests with no cached result reach the generator.
+
+    Each result goes to the cache the moment it arrives (flushed in chunks), so a killed run loses at most one
+    chunk of work.
+    """
+    model = generator.model_id
+    keys = [r.key(model) for r in requests]
+    found: dict[str, GenerationResult] = {}
+    missing: dict[str, GenerationRequest] = {}
+    for req, key in zip(requests, keys, strict=True):
+        hit = cache.get(key)
+        if hit is not None:
+            found[key] = hit
+        else:
+            missing.setdefault(key, req)
+    stats = GenerationStats(requested=len(requests), from_cache=len(found), sent=len(missing))
+    start = time.perf_counter()
+    try:
+        for req, result in generator.generate(list(missing.values()), progress=progress):
+            result.key = req.key(model)
+            found[result.key] = result
+            stats.usage.add(result)
+            cache.put(result)
+    finally:
+        cache.flush()
+        stats.usage.wall_seconds = time.perf_counter() - start
+    return [found[k] for k in keys], stats

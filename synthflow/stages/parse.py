@@ -1,0 +1,80 @@
+"""Candidate tables: what was asked and what came back, then the generated JSON parsed into columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pandas as pd
+
+from synthflow.generators.base import GenerationRequest, GenerationResult
+from synthflow.spec import PipelineSpec
+from synthflow.text import text_hash
+
+
+def candidates_frame(
+    requests: Sequence[GenerationRequest], results: Sequence[GenerationResult], *, round_index: int
+) -> pd.DataFrame:
+    rows = []
+    for req, res in zip(requests, results, strict=True):
+        rows.append(
+            {
+                "candidate_id": res.key,
+                "round": round_index,
+                "candidate_index": req.meta["candidate_index"],
+                "target_cluster": req.meta.get("target_cluster", -1),
+                "exemplar_ids": json.dumps(req.meta.get("exemplar_ids", [])),
+                "prompt_hash": req.meta["prompt_hash"],
+                "messages": json.dumps([list(m) for m in req.messages], ensure_ascii=False),
+                "sampling": json.dumps(req.sampling.as_dict(), sort_keys=True),
+                "seed": req.seed,
+                "sample_index": req.sample_index,
+                "model": res.model,
+                "raw_text": res.text,
+                "finish_reason": res.finish_reason,
+                "error": res.error,
+                "prompt_tokens": res.prompt_tokens,
+                "completion_tokens": res.completion_tokens,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """Add the output fields as columns, `_output` (the parsed object), `_text` and `parse_error`.
+
+    Output that is not JSON, or not a JSON object, is a parse error on that row, never an exception: the row is
+    rejected with the reason and its raw text stays for audit.
+    """
+    out = candidates.copy()
+    fields = spec.output_columns
+    parsed: list[dict | None] = []
+    errors: list[str | None] = []
+    for raw, err, finish in zip(out["raw_text"], out["error"], out["finish_reason"], strict=True):
+        if err:
+            parsed.append(None)
+            errors.append(f"generation failed: {err}")
+            continue
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, TypeError) as e:
+            parsed.append(None)
+            cut = " (generation stopped at max_tokens)" if finish == "length" else ""
+            errors.append(f"output is not valid JSON{cut}: {getattr(e, 'msg', e)}")
+            continue
+        if not isinstance(obj, dict):
+            parsed.append(None)
+            errors.append(f"output is JSON {type(obj).__name__}, not an object")
+            continue
+        parsed.append(obj)
+        errors.append(None)
+    out["_output"] = parsed
+    out["parse_error"] = errors
+    for f in fields:
+        out[f] = [None if o is None else o.get(f) for o in parsed]
+    text_cols = spec.seed.text_columns
+    out["_text"] = [
+        "" if o is None else "\n".join("" if o.get(c) is None else str(o.get(c)) for c in text_cols) for o in parsed
+    ]
+    out["_text_hash"] = [text_hash(t) for t in out["_text"]]
+    return out

@@ -1,0 +1,192 @@
+"""One round: generate -> verify -> (embed -> assign -> re-plan) until the round has its rows or spent its budget.
+
+This is plain Python over tables; the Dagster multi-asset p/round is a thin wrapper that loads the inputs,
+calls `run_round` and writes the four outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from synthflow.generators.base import Generator
+from synthflow.spec import PipelineSpec
+from synthflow.stages.accumulate import build_training_set, synthetic_rows
+from synthflow.stages.cache import ResultCache
+from synthflow.stages.coverage import round_counts
+from synthflow.stages.generate import GenerationStats, run_generation
+from synthflow.stages.parse import candidates_frame, parse_outputs
+from synthflow.stages.prompts import build_request
+from synthflow.stages.verifiers import VerifyContext, run_chain
+from synthflow.stages.verifiers.registry import build as build_verifier
+
+TARGET_REACHED = "target reached"
+BUDGET_EXHAUSTED = "budget exhausted"
+
+
+class PromptPlanner(Protocol):
+    """Decides, for each new prompt, which seed cluster it aims at and which exemplars it shows."""
+
+    def plan(self, n: int, rng: np.random.Generator) -> list[tuple[int, pd.DataFrame]]: ...
+
+    def observe(self, accepted: pd.DataFrame) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+class UniformPlanner:
+    """Exemplars drawn uniformly from the seed; no cluster targets. The gap-filling planner replaces this when the
+    spec has a diversity section with an embedder available."""
+
+    def __init__(self, seed: pd.DataFrame, few_shot: int):
+        self.seed = seed
+        self.few_shot = min(few_shot, len(seed))
+
+    def plan(self, n: int, rng: np.random.Generator) -> list[tuple[int, pd.DataFrame]]:
+        return [(-1, self.seed.iloc[np.sort(rng.choice(len(self.seed), self.few_shot, replace=False))]) for _ in range(n)]
+
+    def observe(self, accepted: pd.DataFrame) -> None:
+        pass
+
+    def report(self) -> dict[str, Any]:
+        return {"planner": "uniform"}
+
+
+@dataclass
+class RoundInputs:
+    spec: PipelineSpec
+    round_index: int  # 1-based position of the round partition
+    seed: pd.DataFrame  # seed rows with _id and _text
+    real: pd.DataFrame  # every real row known at this round, with provenance columns
+    previous: pd.DataFrame | None  # training set of round r-1
+    generator: Generator
+    cache: ResultCache
+    generators: Mapping[str, Generator] = field(default_factory=dict)
+    embedder: Any | None = None
+    planner: PromptPlanner | None = None
+    log: Callable[[str], None] = lambda msg: None
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class RoundOutput:
+    candidates: pd.DataFrame
+    verified: pd.DataFrame  # every candidate with every verdict; `accepted` says which reached the training set
+    coverage: dict[str, Any]
+    training_set: pd.DataFrame
+    stop_reason: str
+    stats: GenerationStats
+
+    @property
+    def accepted(self) -> pd.DataFrame:
+        return self.verified[self.verified["accepted"]]
+
+    @property
+    def rejected(self) -> pd.DataFrame:
+        return self.verified[~self.verified["accepted"]]
+
+
+def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: int) -> int:
+    remaining_budget = spec.generate.budget - generated
+    needed = wanted - accepted
+    rate = accepted / generated if generated else 1.0
+    # Ask for what the acceptance rate so far says is needed, with a margin, but never more than a batch.
+    estimate = math.ceil(needed * 1.2 / max(rate, 0.05))
+    return max(1, min(spec.generate.batch_size, remaining_budget, estimate))
+
+
+def run_round(inp: RoundInputs) -> RoundOutput:
+    spec = inp.spec
+    wanted = spec.generate.rows_per_round
+    budget = spec.generate.budget
+    verifiers = [build_verifier(v) for v in spec.verify]
+    planner = inp.planner or UniformPlanner(inp.seed, spec.generate.few_shot)
+    prev_synth = (
+        inp.previous[inp.previous["_source"] == "synthetic"] if inp.previous is not None else pd.DataFrame()
+    )
+    ctx = VerifyContext(
+        spec=spec,
+        reference=inp.real,
+        accepted=prev_synth[["_id", "_text"]] if len(prev_synth) else pd.DataFrame(columns=["_id", "_text"]),
+        generators=inp.generators,
+        embedder=inp.embedder,
+        log=inp.log,
+    )
+    stats = GenerationStats()
+    cand_frames: list[pd.DataFrame] = []
+    verified_frames: list[pd.DataFrame] = []
+    accepted = generated = batch_index = 0
+    while accepted < wanted and generated < budget:
+        n = _next_batch_size(spec, wanted, accepted, generated)
+        rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
+        plan = planner.plan(n, rng)
+        requests = [
+            build_request(spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t)
+            for i, (t, ex) in enumerate(plan)
+        ]
+        results, batch_stats = run_generation(requests, inp.generator, inp.cache, progress=inp.progress)
+        stats.merge(batch_stats)
+        cands = candidates_frame(requests, results, round_index=inp.round_index)
+        verified = run_chain(parse_outputs(cands, spec), verifiers, ctx)
+        # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
+        over = verified.index[verified["accepted"]][max(0, wanted - accepted):]
+        verified.loc[over, ["accepted", "rejected_by", "reject_reason"]] = [
+            False, "quota", f"round already has {wanted} accepted rows"
+        ]
+        newly = verified[verified["accepted"]]
+        planner.observe(newly)
+        ctx.accepted = pd.concat([ctx.accepted, newly[["candidate_id", "_text"]].rename(columns={"candidate_id": "_id"})],
+                                 ignore_index=True)
+        accepted += len(newly)
+        generated += len(cands)
+        batch_index += 1
+        cand_frames.append(cands)
+        verified_frames.append(verified)
+        inp.log(
+            f"round {inp.round_index} batch {batch_index}: {len(cands)} candidates "
+            f"({batch_stats.from_cache} from cache), {len(newly)} accepted; {accepted}/{wanted} accepted, "
+            f"{generated}/{budget} of the candidate budget spent"
+        )
+    stop_reason = TARGET_REACHED if accepted >= wanted else BUDGET_EXHAUSTED
+    if stop_reason == BUDGET_EXHAUSTED:
+        inp.log(f"round {inp.round_index}: candidate budget of {budget} spent with {accepted}/{wanted} rows accepted")
+    candidates = pd.concat(cand_frames, ignore_index=True) if cand_frames else pd.DataFrame()
+    verified_all = pd.concat(verified_frames, ignore_index=True).drop(columns=["_output"]) if verified_frames else pd.DataFrame()
+    data_columns = _data_columns(spec)
+    new_synth = synthetic_rows(verified_all, data_columns, [v.name for v in verifiers]) if len(verified_all) else None
+    if new_synth is None:
+        new_synth = inp.real.iloc[0:0]
+    training_set = build_training_set(
+        spec.accumulate,
+        real=inp.real,
+        previous=inp.previous,
+        new_synthetic=new_synth,
+        round_index=inp.round_index,
+        seed=spec.generate.sampling.seed,
+    )
+    coverage = {
+        "round": inp.round_index,
+        "stop_reason": stop_reason,
+        "rows_wanted": wanted,
+        "candidate_budget": budget,
+        **round_counts(verified_all if len(verified_all) else _empty_verified()),
+        **planner.report(),
+        "training_rows": len(training_set),
+        "training_real_rows": int((training_set["_source"] == "real").sum()),
+        "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
+    }
+    return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats)
+
+
+def _data_columns(spec: PipelineSpec) -> list[str]:
+    cols = [c.name for c in spec.seed.columns]
+    return cols + [c for c in spec.output_columns if c not in cols]
+
+
+def _empty_verified() -> pd.DataFrame:
+    return pd.DataFrame({"accepted": pd.Series(dtype=bool), "rejected_by": [], "reject_reason": [], "parse_error": []})

@@ -1,0 +1,66 @@
+"""The spec's column declarations as a pandera schema, and the failing rows it finds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from synthflow.spec import ColumnSpec
+
+_DTYPES = {"string": str, "integer": int, "float": float, "boolean": bool}
+
+
+def pandera_schema(columns: Sequence[ColumnSpec], *, strict: bool = False) -> pa.DataFrameSchema:
+    cols = {}
+    for c in columns:
+        checks = []
+        if c.min is not None:
+            checks.append(pa.Check.ge(c.min))
+        if c.max is not None:
+            checks.append(pa.Check.le(c.max))
+        if c.min_length is not None or c.max_length is not None:
+            checks.append(pa.Check.str_length(c.min_length, c.max_length))
+        if c.regex is not None:
+            checks.append(pa.Check.str_matches(c.regex))
+        if c.isin is not None:
+            checks.append(pa.Check.isin(c.isin))
+        # Integers may arrive as floats from CSV/JSON with missing values; coerce, and let failures name the row.
+        cols[c.name] = pa.Column(_DTYPES[c.type], checks=checks, nullable=c.nullable, coerce=True, description=c.description)
+    return pa.DataFrameSchema(cols, strict=strict, coerce=True)
+
+
+def column_failures(df: pd.DataFrame, columns: Sequence[ColumnSpec]) -> list[tuple[int | None, str, str]]:
+    """(row position or None for the whole column, column, failed check) for every violation, in row order."""
+    if not columns:
+        return []
+    try:
+        pandera_schema(columns).validate(df.reset_index(drop=True), lazy=True)
+        return []
+    except SchemaErrors as e:
+        fc = e.failure_cases
+    out: list[tuple[int | None, str, str]] = []
+    for rec in fc.to_dict("records"):
+        idx = rec.get("index")
+        row = None if idx is None or pd.isna(idx) else int(idx)
+        column = rec.get("column") or ""
+        check = str(rec.get("check"))
+        failure = rec.get("failure_case")
+        if check == "column_in_dataframe":
+            check = "column is missing"
+            column = str(failure)
+        elif row is not None:
+            check = f"{check} (value: {str(failure)[:80]!r})"
+        out.append((row, str(column), check))
+    out.sort(key=lambda t: (-1 if t[0] is None else t[0], t[1]))
+    return out
+
+
+def failures_frame(failures: list[tuple[int | None, str, str]], row_offset: int = 0) -> pd.DataFrame:
+    """The failures as a table for asset-check metadata; rows are numbered from 1 like a file's data rows."""
+    return pd.DataFrame(
+        [{"row": None if r is None else r + row_offset, "column": c, "check": k} for r, c, k in failures],
+        columns=["row", "column", "check"],
+    )
