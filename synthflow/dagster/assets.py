@@ -5,7 +5,6 @@ round reads its inputs from the store rather than through IO managers, so the de
 location without claiming its `io_manager` key.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -45,7 +45,8 @@ def build_pipeline_defs(
     prof = profile if isinstance(profile, Profile) else load_profile(profile, root) if include_resources else None
     prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
     assets = build_pipeline_assets(spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec))
-    return dg.Definitions(assets=assets, resources=resources_for_profile(prof) if prof else None)
+    resources = resources_for_profile(prof) if prof is not None and include_resources else None
+    return dg.Definitions(assets=assets, resources=resources)
 
 
 def load_project_defs(project_root: str | Path, profile: str | None = None) -> dg.Definitions:
