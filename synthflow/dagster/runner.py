@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -54,10 +55,11 @@ def run_rounds(
     n_rounds: int,
     *,
     profile: str | None = None,
+    project_root: Path | None = None,
     instance: dg.DagsterInstance | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[RoundSummary]:
-    prof = load_profile(profile)
+    prof = load_profile(profile, project_root)
     instance = instance or dg.DagsterInstance.get()
     keys = PipelineKeys(spec, ())
     assets = build_pipeline_assets(spec, generator_fingerprint=_fingerprint(prof, spec))
