@@ -1,0 +1,185 @@
+"""code_tests (generated code run against tests in the sandbox) and python (user functions) verifiers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import synthflow.stages.verifiers.code_tests  # noqa: F401  (registers code_tests)
+import synthflow.stages.verifiers.python_fn  # noqa: F401  (registers python)
+from synthflow.spec import VerifierSpec, parse_spec
+from synthflow.stages.verifiers.base import VerifyContext
+from synthflow.stages.verifiers.registry import build
+
+SPEC = """
+name: t
+seed:
+  source: seed.jsonl
+  text: task
+  columns: [{name: task}, {name: code}, {name: tests}]
+generate:
+  prompt: "Write a function."
+  output_schema:
+    type: object
+    properties: {task: {type: string}, code: {type: string}, tests: {type: string}}
+"""
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+def _ctx(base: Path | None = None) -> VerifyContext:
+    path = str(base / "pipeline.yaml") if base else "<string>"
+    return VerifyContext(spec=parse_spec(SPEC, path), reference=pd.DataFrame(), accepted=pd.DataFrame())
+
+
+def _rows(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(records)
+    df["candidate_id"] = [f"c{i}" for i in range(len(df))]
+    df["_output"] = records
+    df["_text"] = df["task"]
+    return df.set_axis(range(7, 7 + len(df)))
+
+
+def _verify(vtype: str, params: dict, records: list[dict], base: Path | None = None) -> pd.DataFrame:
+    rows = _rows(records)
+    out = build(VerifierSpec(type=vtype, **params))(rows, _ctx(base))
+    assert out.index.equals(rows.index)
+    return out
+
+
+# ---- code_tests ---------------------------------------------------------------------------------------------
+
+
+def test_code_that_passes_its_generated_tests_is_accepted():
+    tests = "assert add(2, 3) == 5\n\ndef test_negative():\n    assert add(-1, -1) == -2\n"
+    out = _verify("code_tests", {}, [{"task": "add", "code": ADD, "tests": tests}])
+    assert out["ok"].tolist() == [True]
+    assert out.iloc[0]["score"] == 1.0
+    assert out.iloc[0]["status"] == "passed"
+    assert 0 < out.iloc[0]["duration_s"] < 10
+
+
+def test_failing_and_broken_code_is_rejected_with_the_first_failure():
+    wrong = "def add(a, b):\n    return a - b\n"
+    rows = [
+        {
+            "task": "wrong",
+            "code": wrong,
+            "tests": "def test_pos():\n    assert add(2, 3) == 5, 'add(2, 3)'\n",
+        },
+        {"task": "syntax", "code": "def add(a, b) return a", "tests": "assert add(1, 1) == 2"},
+        {"task": "no tests", "code": ADD, "tests": ""},
+    ]
+    out = _verify("code_tests", {}, rows)
+    assert out["ok"].tolist() == [False, False, False]
+    assert out.iloc[0]["reason"] == "0/1 tests passed; first failure: test_pos: AssertionError: add(2, 3)"
+    assert out.iloc[1]["reason"].startswith("solution does not import: SyntaxError")
+    assert out.iloc[2]["reason"] == "no tests for this row"
+
+
+def test_a_list_of_asserts_is_one_case_each_and_min_pass_rate_applies():
+    half = "def add(a, b):\n    return 4\n"
+    cases = ["assert add(2, 2) == 4", "assert add(1, 2) == 3"]
+    strict = _verify("code_tests", {}, [{"task": "t", "code": half, "tests": cases}])
+    assert not strict["ok"].iloc[0]
+    assert strict.iloc[0]["score"] == 0.5
+    assert strict.iloc[0]["reason"].startswith("1/2 tests passed; first failure: assert add(1, 2) == 3")
+    lenient = _verify("code_tests", {"min_pass_rate": 0.5}, [{"task": "t", "code": half, "tests": cases}])
+    assert lenient["ok"].iloc[0]
+
+
+def test_tests_can_come_from_a_template_over_the_row():
+    params = {"tests": "assert add({{ a }}, {{ b }}) == {{ a + b }}", "tests_column": None}
+    out = _verify("code_tests", params, [{"task": "t", "code": ADD, "tests": None, "a": 2, "b": 40}])
+    assert out["ok"].tolist() == [True]
+
+
+def test_runaway_code_is_rejected_by_the_sandbox():
+    rows = [
+        {"task": "loop", "code": "while True:\n    pass\n", "tests": "assert True"},
+        {"task": "alloc", "code": "x = bytearray(10 * 1024**3)\n", "tests": "assert True"},
+        {
+            "task": "print",
+            "code": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
+            "tests": "assert True",
+        },
+    ]
+    out = _verify("code_tests", {"timeout_s": 1.5, "memory_mb": 512, "max_output_bytes": 100_000}, rows)
+    assert not out["ok"].any()
+    assert out["status"].tolist() == ["timeout", "memory", "output_limit"]
+    assert out.iloc[0]["reason"] == "sandbox timeout: wall-clock limit of 1.5 s exceeded"
+
+
+# ---- python ---------------------------------------------------------------------------------------------------
+
+
+def _module(tmp_path: Path, body: str) -> str:
+    name = f"user_checks_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(body)
+    return name
+
+
+def test_user_function_returning_a_frame(tmp_path: Path):
+    mod = _module(
+        tmp_path,
+        "import pandas as pd\n"
+        "def short_tasks(rows, limit=5):\n"
+        "    ok = rows['task'].str.len() <= limit\n"
+        "    return pd.DataFrame({'ok': ok, 'score': rows['task'].str.len(),\n"
+        "                         'reason': ['task too long' if not o else None for o in ok],\n"
+        "                         'length': rows['task'].str.len()})\n",
+    )
+    params = {"function": f"{mod}:short_tasks", "kwargs": {"limit": 4}}
+    out = _verify("python", params, [{"task": "add"}, {"task": "reverse"}], base=tmp_path)
+    assert out["ok"].tolist() == [True, False]
+    assert out.iloc[1]["reason"] == "task too long"
+    assert out["score"].tolist() == [3.0, 7.0]
+    assert out["length"].tolist() == [3, 7]  # extra columns are kept
+
+
+def test_user_function_returning_a_bool_list_and_taking_ctx(tmp_path: Path):
+    mod = _module(
+        tmp_path,
+        "def check(rows, ctx):\n    return [ctx.spec.name == 't' and len(t) > 3 for t in rows['task']]\n",
+    )
+    out = _verify(
+        "python", {"function": f"{mod}:check"}, [{"task": "add"}, {"task": "reverse"}], base=tmp_path
+    )
+    assert out["ok"].tolist() == [False, True]
+    assert out.iloc[0]["reason"] == f"rejected by {mod}:check"
+
+
+def test_user_function_with_a_fresh_index_is_taken_in_row_order(tmp_path: Path):
+    mod = _module(tmp_path, "import pandas as pd\ndef check(rows):\n    return pd.Series([True, False])\n")
+    out = _verify("python", {"function": f"{mod}:check"}, [{"task": "a"}, {"task": "b"}], base=tmp_path)
+    assert out["ok"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("def check(rows):\n    return [True]\n", r"check returned 1 verdicts for 2 rows"),
+        ("def check(rows):\n    return 'yes'\n", r"check returned str; expected a DataFrame"),
+        (
+            "import pandas as pd\ndef check(rows):\n    return pd.DataFrame({'x': [1, 2]})\n",
+            r"check returned a DataFrame without an 'ok' column",
+        ),
+        ("def check(rows):\n    return [1, 0]\n", r"check returned a non-boolean ok value 1"),
+    ],
+)
+def test_bad_return_shapes_name_the_function(tmp_path: Path, body: str, message: str):
+    mod = _module(tmp_path, body)
+    with pytest.raises(ValueError, match=rf"python verifier {mod}:{message}"):
+        _verify("python", {"function": f"{mod}:check"}, [{"task": "a"}, {"task": "b"}], base=tmp_path)
+
+
+def test_bad_targets_are_clear_errors(tmp_path: Path):
+    with pytest.raises(ValueError, match="is not of the form 'module:function'"):
+        build(VerifierSpec(type="python", function="no_colon"))
+    with pytest.raises(ValueError, match="cannot import 'no_such_module_xyz'"):
+        _verify("python", {"function": "no_such_module_xyz:f"}, [{"task": "a"}], base=tmp_path)
+    mod = _module(tmp_path, "x = 1\n")
+    with pytest.raises(ValueError, match=f"'{mod}' has no attribute 'missing'"):
+        _verify("python", {"function": f"{mod}:missing"}, [{"task": "a"}], base=tmp_path)

@@ -1,0 +1,150 @@
+"""The rules verifier: lengths, required/forbidden regexes, language, stop phrases."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import synthflow.stages.verifiers.rules  # noqa: F401  (registers rules)
+from synthflow.spec import VerifierSpec, parse_spec
+from synthflow.stages.verifiers.base import VerifyContext
+from synthflow.stages.verifiers.registry import build
+from synthflow.stages.verifiers.rules import detect_language
+
+SPEC = """
+name: t
+seed:
+  source: seed.jsonl
+  text: question
+  columns: [{name: question}, {name: solution}, {name: answer, type: float}]
+generate:
+  prompt: "Write a problem."
+  output_schema:
+    type: object
+    properties: {question: {type: string}, solution: {type: string}, answer: {type: number}}
+"""
+GOOD = {
+    "question": "Sarah has 12 apples and gives 5 of them to her friend. How many apples does she have left?",
+    "solution": "She starts with 12 apples and gives away 5, so 12 - 5 = 7. The answer is 7.",
+    "answer": 7,
+}
+
+
+def _verify(params: dict, records: list[dict]) -> pd.DataFrame:
+    verifier = build(VerifierSpec(type="rules", **params))
+    df = pd.DataFrame(records)
+    df["candidate_id"] = [f"c{i}" for i in range(len(df))]
+    df["_output"] = records
+    df["_text"] = df["question"]
+    df = df.set_axis(range(10, 10 + len(df)))
+    out = verifier(
+        df, VerifyContext(spec=parse_spec(SPEC), reference=pd.DataFrame(), accepted=pd.DataFrame())
+    )
+    assert out.index.equals(df.index)
+    return out
+
+
+def test_a_clean_row_passes_every_default_check():
+    out = _verify({"language": "en"}, [GOOD])
+    assert out["ok"].tolist() == [True]
+    assert out.iloc[0]["reason"] is None
+
+
+def test_length_bounds_per_column_in_chars_and_words():
+    params = {"lengths": {"question": {"min_chars": 40, "max_words": 30}, "solution": {"max_chars": 50}}}
+    out = _verify(params, [GOOD, {**GOOD, "question": "Too short?"}])
+    assert out["ok"].tolist() == [False, False]
+    assert out.iloc[0]["reason"] == "solution has 75 characters, more than 50"
+    assert out.iloc[1]["reason"] == (
+        "question has 10 characters, fewer than 40; solution has 75 characters, more than 50"
+    )
+
+
+def test_required_and_forbidden_patterns():
+    params = {
+        "require": {"solution": [r"answer is -?\d+"]},
+        "forbid": {"question": [r"(?i)\bTODO\b", r"https?://"]},
+    }
+    rows = [
+        GOOD,
+        {**GOOD, "solution": "It is seven."},
+        {**GOOD, "question": GOOD["question"] + " todo: see http://example.com"},
+        {**GOOD, "solution": None},
+    ]
+    out = _verify(params, rows)
+    assert out["ok"].tolist() == [True, False, False, False]
+    assert out.iloc[1]["reason"] == "solution does not match required pattern 'answer is -?\\\\d+'"
+    assert out.iloc[2]["reason"] == (
+        "question matches forbidden pattern '(?i)\\\\bTODO\\\\b' at 'todo'; "
+        "question matches forbidden pattern 'https?://' at 'http://'"
+    )
+    assert out.iloc[3]["reason"] == "solution is missing"
+
+
+def test_bad_regex_is_a_spec_error():
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        build(VerifierSpec(type="rules", forbid={"question": ["(unclosed"]}))
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("Sarah has 12 apples and gives 5 of them to her friend. How many apples does she have left?", "en"),
+        ("Anna hat 12 Äpfel und gibt 5 davon ihrer Freundin. Wie viele Äpfel hat sie noch?", "de"),
+        ("Marie a 12 pommes et en donne 5 à son amie. Combien de pommes lui reste-t-il ?", "fr"),
+        ("María tiene 12 manzanas y le da 5 a su amiga. ¿Cuántas manzanas le quedan?", "es"),
+    ],
+)
+def test_detect_language(text, lang):
+    assert detect_language(text)[0] == lang
+
+
+def test_language_check_rejects_other_languages_and_scripts():
+    rows = [
+        GOOD,
+        {
+            **GOOD,
+            "question": "Anna hat 12 Äpfel und gibt 5 davon ihrer Freundin. Wie viele Äpfel hat sie noch?",
+        },
+        {**GOOD, "question": "У Маши 12 яблок, она отдала 5 подруге. Сколько яблок у неё осталось?"},
+        {**GOOD, "question": "2 + 2?"},  # too short to judge: passes
+    ]
+    out = _verify({"language": ["en"]}, rows)
+    assert out["ok"].tolist() == [True, False, False, True]
+    assert out.iloc[1]["reason"].startswith("_text looks like de (")
+    assert out.iloc[2]["reason"] == "_text is not in en: only 0% of its letters are Latin script"
+    latin = _verify({"language": "latin"}, rows)
+    assert latin["ok"].tolist() == [True, True, False, True]
+    assert latin.iloc[2]["reason"] == "_text is not written in the Latin script (0% Latin letters)"
+
+
+def test_default_stop_phrases_catch_refusals_in_any_output_field():
+    rows = [
+        GOOD,
+        {**GOOD, "solution": "As an AI language model, I can’t solve this."},
+        {**GOOD, "question": "I'm sorry,  but I cannot   help with that request today, friend."},
+    ]
+    out = _verify({}, rows)
+    assert out["ok"].tolist() == [True, False, False]
+    assert out.iloc[1]["reason"] == "solution contains stop phrase 'as an ai'"
+    assert out.iloc[2]["reason"] == "question contains stop phrase 'i cannot'"
+
+
+def test_stop_phrases_can_be_replaced_extended_or_turned_off():
+    row = {**GOOD, "solution": "As an AI, here it is: 12 - 5 = 7. Certainly!"}
+    assert not _verify({}, [row])["ok"].iloc[0]
+    assert _verify({"stop_phrases": []}, [row])["ok"].iloc[0]
+    custom = _verify({"stop_phrases": ["certainly!"]}, [row])
+    assert custom.iloc[0]["reason"] == "solution contains stop phrase 'certainly!'"
+    extra = _verify({"extra_stop_phrases": ["Certainly"], "stop_phrase_columns": ["question"]}, [row])
+    assert extra["ok"].iloc[0]  # only the question is checked
+
+
+def test_unknown_column_is_a_clear_error():
+    with pytest.raises(ValueError, match="column 'nope' is not in the generated rows"):
+        _verify({"lengths": {"nope": {"min_chars": 1}}}, [GOOD])
+
+
+def test_unknown_language_is_a_spec_error():
+    with pytest.raises(ValueError, match="language 'klingon' is not supported"):
+        build(VerifierSpec(type="rules", language="klingon"))
