@@ -1,0 +1,352 @@
+"""The `openai` backend: any OpenAI-compatible chat completions server (vLLM serve, SGLang, TGI, llama.cpp, hosted).
+
+Requests go out concurrently (at most `max_concurrency` in flight) from an asyncio loop in a worker thread, so the
+synchronous generate() can yield each result the moment it arrives while the other requests keep flowing.
+
+Where the server is comes from environment variables only (names configurable, values never stored on the object,
+logged or returned in metadata): `OPENAI_BASE_URL` (e.g. http://127.0.0.1:8000/v1) and `OPENAI_API_KEY` (optional:
+a local vLLM without --api-key needs none). Error messages name the endpoint with any user:password removed.
+
+Failures:
+- 429, 5xx, timeouts and dropped or refused connections are retried with exponential backoff and full jitter;
+  GenerationResult.retries counts the retries of each sample.
+- A sample that still fails is yielded with `error` = "<kind>: <endpoint>: <last failure> (after N retries)";
+  kinds are listed in synthflow.generators.retry.
+- When a sample runs out of retries and no request has succeeded since it first failed, the endpoint is down rather
+  than the sample bad: generate() stops sending and raises EndpointUnavailable (naming the endpoint and the last
+  failure) instead of yielding a round of failures. Results yielded before that are good and stay good; the
+  requests that were not yielded can simply be sent again once the server is back. 401/403/404 (wrong key, wrong
+  URL, unknown model) raise it at once: no request could succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from synthflow.generators import retry
+from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
+from synthflow.generators.vllm_backend import sample_seed
+
+log = logging.getLogger(__name__)
+
+# Statuses that say the endpoint is misconfigured for us, not that one sample went wrong.
+_FATAL_STATUSES = frozenset({401, 403, 404})
+
+
+class EndpointUnavailable(RuntimeError):
+    """The OpenAI-compatible endpoint could not serve the round (down, or refusing every request)."""
+
+    def __init__(self, endpoint: str, last_error: str, *, retries: int = 0, unfinished: int = 0) -> None:
+        self.endpoint = endpoint
+        self.last_error = last_error
+        self.retries = retries
+        self.unfinished = unfinished
+        super().__init__(
+            f"endpoint {endpoint} unavailable: {last_error}; {unfinished} request(s) not completed "
+            f"({retries} retries spent). Results yielded before this are valid; send the rest again when the "
+            "server is back."
+        )
+
+
+@dataclass
+class _Failure:
+    kind: str
+    detail: str
+    retry_after_s: float | None = None
+    status: int | None = None
+
+
+class OpenAIGenerator:
+    """Generator for an OpenAI-compatible server. See the module docstring for where the endpoint comes from.
+
+    `prices` = {"prompt_per_1k": USD, "completion_per_1k": USD} enables estimate_cost(). `extra_body` is merged into
+    every request body (server extensions such as vLLM's {"min_tokens": 16} or {"repetition_penalty": 1.1}).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url_env: str = "OPENAI_BASE_URL",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 32,
+        timeout_s: float = 60,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30,
+        prices: Mapping[str, float] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        label: str | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if prices is not None and not {"prompt_per_1k", "completion_per_1k"} <= set(prices):
+            raise ValueError("prices needs both 'prompt_per_1k' and 'completion_per_1k'")
+        self._model = model
+        self._label = label
+        self.base_url_env = base_url_env
+        self.api_key_env = api_key_env
+        self.max_concurrency = int(max_concurrency)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff = retry.Backoff(base_s=backoff_base_s, max_s=backoff_max_s)
+        self.prices = dict(prices) if prices is not None else None
+        self.extra_body = dict(extra_body or {})
+        self.usage = Usage()
+
+    @property
+    def model_id(self) -> str:
+        return self._model
+
+    @property
+    def label(self) -> str:
+        return self._label or f"openai:{self._model}"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL as it may be shown: read from the environment now, credentials removed."""
+        return retry.redact_url(self._base_url())
+
+    def _base_url(self) -> str:
+        url = os.environ.get(self.base_url_env, "").strip()
+        if not url:
+            raise ValueError(
+                f"the openai backend needs the server's base URL in the environment variable {self.base_url_env} "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
+        return url
+
+    def estimate_cost(self, usage: Usage | None = None) -> float | None:
+        """USD for `usage` (default: everything this generator has done) at `prices`; None without prices."""
+        if self.prices is None:
+            return None
+        u = usage or self.usage
+        return (
+            u.prompt_tokens * self.prices["prompt_per_1k"] + u.completion_tokens * self.prices["completion_per_1k"]
+        ) / 1000.0
+
+    def request_body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The chat completions body for one sample (n=1, its own seed so samples differ and are reproducible)."""
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": request.chat(),
+            "n": 1,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "seed": sample_seed(request.seed, request.sample_index),
+        }
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.top_k > 0:
+            # Not in OpenAI's API (hosted OpenAI rejects it); vLLM, SGLang and llama.cpp accept it. Sent only when set.
+            body["top_k"] = s.top_k
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
+            }
+        body.update(self.extra_body)
+        return body
+
+    def generate(
+        self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        reqs = list(requests)
+        if not reqs:
+            return
+        run = _Run(self, reqs, self._base_url(), os.environ.get(self.api_key_env) or None)
+        thread = threading.Thread(target=run.run, name="synthflow-openai", daemon=True)
+        t0 = time.perf_counter()
+        thread.start()
+        done = 0
+        try:
+            while done < len(reqs):
+                item = run.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                request, result = item
+                done += 1
+                self.usage.add(result)
+                if progress is not None:
+                    progress(done, len(reqs))
+                yield request, result
+        finally:
+            run.cancel()
+            thread.join()
+            self.usage.wall_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Nothing to release: each generate() call owns its connections and closes them when it ends."""
+
+    def __enter__(self) -> OpenAIGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Run:
+    """One generate() call: an event loop in a worker thread feeding `out` (a thread-safe queue)."""
+
+    def __init__(self, gen: OpenAIGenerator, reqs: list[GenerationRequest], base_url: str, api_key: str | None):
+        self.gen = gen
+        self.reqs = reqs
+        self.base_url = base_url
+        self.api_key = api_key
+        self.endpoint = retry.redact_url(base_url)
+        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.rng = random.Random()  # jitter only: needs no reproducibility
+        self.last_success = float("-inf")
+        self.retries_spent = 0
+        self.completed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - hand anything unexpected to the consumer instead of losing it
+            self.out.put(exc)
+
+    def cancel(self) -> None:
+        """From the consumer's thread: stop sending (consumer finished, stopped early or raised)."""
+        with self._lock:
+            self._cancelled = True
+            if self._loop is not None and self._task is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._task.cancel)
+
+    async def _main(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                return
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+        gen = self.gen
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=gen.max_concurrency, max_keepalive_connections=gen.max_concurrency)
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(gen.timeout_s), limits=limits
+        ) as client:
+            pending = iter(self.reqs)
+            workers = [
+                asyncio.create_task(self._worker(client, pending))
+                for _ in range(min(gen.max_concurrency, len(self.reqs)))
+            ]
+            try:
+                await asyncio.gather(*workers)
+            except EndpointUnavailable as exc:
+                self.out.put(exc)
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, client: httpx.AsyncClient, pending: Iterator[GenerationRequest]) -> None:
+        # A fixed pool of workers pulling from one iterator bounds concurrency like a semaphore would, without
+        # creating a task per request for rounds of 100k requests.
+        for request in pending:
+            self.out.put((request, await self._one(client, request)))
+
+    async def _one(self, client: httpx.AsyncClient, request: GenerationRequest) -> GenerationResult:
+        gen = self.gen
+        key = request.key(gen.model_id)
+        body = gen.request_body(request)
+        retries = 0
+        first_failure_at: float | None = None
+        while True:
+            result, failure = await self._attempt(client, key, body)
+            if result is not None:
+                self.last_success = time.monotonic()
+                self.completed += 1
+                result.retries = retries
+                return result
+            assert failure is not None
+            if first_failure_at is None:
+                # When the failure came back, not when the attempt went out: a request that was in flight when the
+                # server died must not count the successes of its neighbours just before the crash as "alive".
+                first_failure_at = time.monotonic()
+            message = f"{failure.kind}: {self.endpoint}: {failure.detail}"
+            if failure.status in _FATAL_STATUSES:
+                raise EndpointUnavailable(
+                    self.endpoint, message, retries=self.retries_spent, unfinished=len(self.reqs) - self.completed
+                )
+            if failure.kind not in retry.RETRYABLE:
+                return GenerationResult(key=key, text="", model=gen.model_id, error=message, retries=retries)
+            if retries >= gen.max_retries:
+                message = f"{message} (after {retries} retries)"
+                if self.last_success < first_failure_at:
+                    # Nothing anywhere succeeded while this sample kept failing: the server is gone, not the sample.
+                    raise EndpointUnavailable(
+                        self.endpoint,
+                        message,
+                        retries=self.retries_spent,
+                        unfinished=len(self.reqs) - self.completed,
+                    )
+                return GenerationResult(key=key, text="", model=gen.model_id, error=message, retries=retries)
+            retries += 1
+            self.retries_spent += 1
+            delay = gen.backoff.delay(retries, self.rng, failure.retry_after_s)
+            log.debug("retry %d of %s in %.2fs after %s", retries, key, delay, message)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, key: str, body: dict[str, Any]
+    ) -> tuple[GenerationResult | None, _Failure | None]:
+        try:
+            resp = await client.post("chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            return None, _Failure(retry.TIMEOUT, f"{type(exc).__name__} after {self.gen.timeout_s:g}s")
+        except httpx.TransportError as exc:  # refused, reset, closed mid-response
+            return None, _Failure(retry.CONNECTION, f"{type(exc).__name__}: {exc}")
+        if resp.status_code != 200:
+            return None, _Failure(
+                retry.kind_for_status(resp.status_code),
+                f"HTTP {resp.status_code}: {_error_text(resp)}",
+                retry_after_s=retry.parse_retry_after(resp.headers.get("retry-after")),
+                status=resp.status_code,
+            )
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return GenerationResult(
+                key=key,
+                text=choice["message"].get("content") or "",
+                model=self.gen.model_id,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                finish_reason=choice.get("finish_reason"),
+            ), None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return None, _Failure(retry.INVALID_RESPONSE, f"unreadable response ({type(exc).__name__}: {exc})")
+
+
+def _error_text(resp: httpx.Response, limit: int = 300) -> str:
+    """The server's error message (OpenAI shape: {"error": {"message": ...}}), else the start of the body."""
+    try:
+        err = resp.json().get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:limit]
+    except (ValueError, AttributeError):
+        pass
+    return resp.text[:limit]

@@ -1,0 +1,150 @@
+"""The openai backend against a real vLLM OpenAI-compatible server on 127.0.0.1 (tests/fixtures/vllm_server.py).
+
+The server starts once per session (~45 s on 2 cores). The last test kills it mid-round and starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import jsonschema
+import pytest
+
+from synthflow.generators.base import GenerationRequest, Generator, SamplingParams
+from synthflow.generators.openai_backend import EndpointUnavailable, OpenAIGenerator
+from tests.fixtures.vllm_server import SERVED_MODEL, VLLMServer
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# Bounded so that the random-weight smoke model's guided output ends well inside max_tokens (see test_vllm_backend).
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["yes", "no"]},
+        "ok": {"type": "boolean"},
+        "answer": {"type": "integer", "minimum": 0, "maximum": 99},
+    },
+    "required": ["label", "ok", "answer"],
+    "additionalProperties": False,
+}
+
+
+def _req(prompt: str, *, seed: int = 0, index: int = 0, schema: dict | None = None, **sampling) -> GenerationRequest:
+    params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 8, **sampling}
+    return GenerationRequest(
+        messages=(("user", prompt),), sampling=SamplingParams(**params), seed=seed, sample_index=index, json_schema=schema
+    )
+
+
+def _gen(**kw) -> OpenAIGenerator:
+    return OpenAIGenerator(SERVED_MODEL, **{"max_concurrency": 4, "timeout_s": 30, **kw})
+
+
+def test_n_samples_usage_cost_and_reproducibility(openai_env: VLLMServer) -> None:
+    gen = _gen(prices={"prompt_per_1k": 0.5, "completion_per_1k": 1.5})
+    assert isinstance(gen, Generator) and gen.label == f"openai:{SERVED_MODEL}"
+    reqs = [_req(p, seed=11, index=i) for p in ("first prompt", "second prompt") for i in range(3)]
+    seen: list[int] = []
+    out = {r.key(SERVED_MODEL): res for r, res in gen.generate(reqs, progress=lambda d, t: seen.append(d))}
+
+    assert len(out) == 6 and seen == list(range(1, 7))
+    for res in out.values():
+        assert res.error is None and res.retries == 0
+        assert 0 < res.completion_tokens <= 8 and res.prompt_tokens > 0
+    assert len({out[r.key(SERVED_MODEL)].text for r in reqs[:3]}) == 3  # samples differ
+    assert gen.usage.requests == 6
+    expected = (gen.usage.prompt_tokens * 0.5 + gen.usage.completion_tokens * 1.5) / 1000
+    assert gen.estimate_cost() == pytest.approx(expected) and expected > 0
+
+    # `seed` goes to the server, so the same requests give the same samples (one in flight at a time: batches
+    # of the same shape both times).
+    one = _gen(max_concurrency=1)
+    first = {r.key(SERVED_MODEL): res.text for r, res in one.generate(reqs)}
+    second = {r.key(SERVED_MODEL): res.text for r, res in one.generate(reqs)}
+    assert first == second
+
+
+def test_guided_json(openai_env: VLLMServer) -> None:
+    reqs = [_req("answer in json", seed=s, schema=SCHEMA, max_tokens=64) for s in range(3)]
+    results = list(_gen().generate(reqs))
+    assert len(results) == 3
+    for _, res in results:
+        assert res.error is None and res.finish_reason == "stop", res
+        jsonschema.validate(json.loads(res.text), SCHEMA)
+
+
+def test_bad_request_is_a_sample_failure_without_retries(openai_env: VLLMServer) -> None:
+    good = _req("fine")
+    too_long = _req("x", max_tokens=100_000)  # beyond --max-model-len: HTTP 400
+    results = {r.key(SERVED_MODEL): res for r, res in _gen().generate([too_long, good])}
+    assert results[good.key(SERVED_MODEL)].error is None
+    bad = results[too_long.key(SERVED_MODEL)]
+    assert bad.error.startswith(f"bad_request: {openai_env.base_url}: HTTP 400") and bad.retries == 0
+
+
+def test_wrong_model_or_key_raises_at_once(openai_env: VLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(EndpointUnavailable, match="HTTP 404"):
+        list(OpenAIGenerator("no-such-model").generate([_req("x")]))
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong-key")
+    with pytest.raises(EndpointUnavailable, match="HTTP 401"):
+        list(_gen().generate([_req("x")]))
+
+
+def test_endpoint_only_from_the_environment(openai_env: VLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = _gen()
+    # Nothing about the endpoint or the key is kept on the object (it may end up pickled, logged or in metadata).
+    state = repr(vars(gen))
+    assert openai_env.base_url not in state and str(openai_env.api_key) not in state
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://user:secret@127.0.0.1:9/v1?token=abc")
+    assert gen.endpoint == "http://127.0.0.1:9/v1"  # credentials never reach a message
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(ValueError, match="OPENAI_BASE_URL"):
+        list(gen.generate([_req("x")]))
+
+
+def test_endpoint_down_for_good_raises_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.vllm_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens here
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    gen = _gen(max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
+    with pytest.raises(EndpointUnavailable) as info:
+        list(gen.generate([_req(f"p{i}") for i in range(5)]))
+    exc = info.value
+    assert exc.endpoint == url and url in str(exc)
+    assert exc.last_error.startswith(f"connection: {url}: ") and "after 3 retries" in exc.last_error
+    assert exc.retries >= 3 and exc.unfinished == 5
+
+
+def test_server_killed_mid_round_then_restarted(openai_env: VLLMServer) -> None:
+    """Kill the server (SIGKILL) while a round is streaming: what arrived is kept, the call retries and then
+    raises naming the endpoint; restart the server and the unfinished requests go through, retrying until it is
+    back."""
+    reqs = [_req(f"prompt {i}", seed=i, max_tokens=16) for i in range(40)]
+    gen = _gen(max_concurrency=2, max_retries=4, backoff_base_s=0.05, backoff_max_s=0.5)
+    done: dict[str, str] = {}
+    with pytest.raises(EndpointUnavailable) as info:
+        for request, res in gen.generate(reqs):
+            assert res.error is None
+            done[request.key(SERVED_MODEL)] = res.text
+            if len(done) == 3:
+                openai_env.kill()
+    exc = info.value
+    assert exc.endpoint == openai_env.base_url and openai_env.base_url in str(exc)
+    assert exc.last_error.split(":", 1)[0] in ("connection", "timeout") and "after 4 retries" in exc.last_error
+    assert exc.retries >= 4
+    assert 3 <= len(done) < len(reqs)
+
+    # Resume: send what did not arrive while the server comes back; patient retries carry the requests over the
+    # gap (start-up takes ~45 s here), then every one succeeds.
+    rest = [r for r in reqs if r.key(SERVED_MODEL) not in done]
+    restarter = threading.Thread(target=openai_env.start)
+    restarter.start()
+    try:
+        patient = _gen(max_concurrency=2, max_retries=400, backoff_base_s=0.2, backoff_max_s=1.0)
+        results = list(patient.generate(rest))
+    finally:
+        restarter.join()
+    assert len(results) == len(rest) and all(res.error is None for _, res in results)
+    assert sum(res.retries for _, res in results) > 0 and patient.usage.retries > 0
