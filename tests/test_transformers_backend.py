@@ -196,3 +196,14 @@ def test_missing_model_is_unavailable_offline(monkeypatch: pytest.MonkeyPatch, t
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailable):
         TransformersGenerator(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    "schema", [{"type": "integer"}, {"type": "boolean"}, {"type": "string", "maxLength": 30}]
+)
+def test_guided_scalars_stop_inside_the_budget(smoke_generator: TransformersGenerator, schema: dict) -> None:
+    # A top-level number could take digits forever; the row must still stop with a valid value.
+    reqs = [_req("Value.", seed=s, schema=schema, max_tokens=16, temperature=1.0) for s in range(3)]
+    for res in _run(smoke_generator, reqs).values():
+        assert res.finish_reason == "stop"
+        jsonschema.validate(json.loads(res.text), schema)

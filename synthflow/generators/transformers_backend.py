@@ -104,19 +104,18 @@ def _rowwise_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     pads = kwargs.pop("synthflow_pads", None)
-    kwargs.pop("is_causal", None)
     if pads is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    kwargs.pop("is_causal", None)
     n_q = query.shape[2]
     window = getattr(module, "sliding_window", None)
     out = query.new_zeros((query.shape[0], n_q, query.shape[1], value.shape[-1]))
     for b, pad in enumerate(pads):
         q0 = pad if n_q > 1 else 0  # prefill: the row's pad queries get zeros; decode: its one query is real
+        # Plain causal attention unless a sliding window actually cuts this row; only then use the model's mask.
         mask = None
         if window and attention_mask is not None and key.shape[2] - pad > window:
-            mask = attention_mask[
-                b : b + 1, :, q0:, pad:
-            ]  # only then is the model's own mask more than causal
+            mask = attention_mask[b : b + 1, :, q0:, pad:]
         o, _ = sdpa_attention_forward(
             module,
             query[b : b + 1, :, q0:],
@@ -245,16 +244,18 @@ class TransformersGenerator:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
             lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=offline, dtype=self._dtype)
-        except (
-            Exception
-        ) as exc:  # transformers raises OSError, ValueError, HF hub errors ...: all mean "can't load"
+        except Exception as exc:
+            # OSError, ValueError, hub errors ... depending on what is missing: all of them mean "can't load here".
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(model, reason) from exc
         lm.to(self._device)
         lm.eval()
         if self.batch_invariant:
             _register_rowwise()
-            lm.set_attn_implementation(_ROWWISE)
+            try:
+                lm.set_attn_implementation(_ROWWISE)
+            except (ValueError, NotImplementedError):  # a model without SDPA support: seeded, not invariant
+                self.batch_invariant = False
         return tokenizer, lm
 
     def _eos_ids(self) -> set[int]:
@@ -287,6 +288,10 @@ class TransformersGenerator:
         key = req.key(self.model_id)
         try:
             ids = self._prompt_ids(req)
+            if not ids:
+                return GenerationResult(
+                    key=key, text="", model=self.model_id, error="empty_prompt: no tokens"
+                )
             room = self.max_model_len - len(ids)
             if room <= 0:
                 return GenerationResult(
@@ -493,10 +498,9 @@ class TransformersGenerator:
         if not row.json.closing and remaining > len(plan_ids) + 1 + _CLOSING_MARGIN:
             return None
         row.json.closing = True
-        if not plan_ids:
-            return None  # the JSON is complete: the mask leaves only the stop tokens
-        tid = plan_ids[0]
-        return tid if row.json.allowed(bitmask, j, tid) else None
+        # An empty plan: the JSON is complete but may go on (a top-level number takes more digits), so stop now.
+        candidates = plan_ids[:1] if plan_ids else sorted(self._eos)
+        return next((t for t in candidates if row.json.allowed(bitmask, j, t)), None)
 
     def _push(self, row: _Row, token: int) -> None:
         row.tokens.append(token)
