@@ -1,6 +1,6 @@
 """Dagster entry point: every pipeline spec in assets/ with the resource profile named by SYNTHFLOW_PROFILE.
 
-    dagster dev -f definitions.py          (or: synthflow ui)
+dagster dev -f definitions.py          (or: synthflow ui)
 """
 
 from pathlib import Path

@@ -43,21 +43,35 @@ def validate(specs: tuple[str, ...]) -> None:
             bad += 1
             click.echo(str(e), err=True)
             continue
-        click.echo(f"{path}: ok ({spec.name}: {len(spec.seed.columns)} seed columns, {len(spec.verify)} verifiers)")
+        click.echo(
+            f"{path}: ok ({spec.name}: {len(spec.seed.columns)} seed columns, {len(spec.verify)} verifiers)"
+        )
     sys.exit(1 if bad else 0)
 
 
 def _use_local_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        # Dagster's defaults (SQLite storage in this folder) are what we want; the file says so explicitly.
+        (home / "dagster.yaml").write_text(
+            "# Dagster instance for synthflow: SQLite storage in this folder (defaults).\n"
+        )
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
 
 
 @main.command()
 @click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--rounds", "-n", default=1, show_default=True, help="How many new rounds to materialize, in order.")
-@click.option("--profile", "-p", default=None, help="Resource profile in resources/ (default: $SYNTHFLOW_PROFILE or local).")
+@click.option(
+    "--rounds", "-n", default=1, show_default=True, help="How many new rounds to materialize, in order."
+)
+@click.option(
+    "--profile",
+    "-p",
+    default=None,
+    help="Resource profile in resources/ (default: $SYNTHFLOW_PROFILE or local).",
+)
 def run(spec_path: str, rounds: int, profile: str | None) -> None:
     """Materialize the next N rounds of a pipeline through a real Dagster instance.
 
@@ -126,7 +140,9 @@ def ui(port: int, profile: str | None) -> None:
     _use_local_dagster_home()
     if profile:
         os.environ["SYNTHFLOW_PROFILE"] = profile
-    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-p", str(port)])
+    os.execvp(
+        sys.executable, [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-p", str(port)]
+    )
 
 
 @main.command("smoke-model")

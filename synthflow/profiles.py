@@ -28,7 +28,9 @@ class GeneratorProfile(_Strict):
     model: str = "smoke"
     fallback: str | None = None  # "smoke": run on the smoke model when `model` cannot be loaded
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the backend's constructor
-    prices: dict[str, float] | None = None  # {"prompt_per_1k": .., "completion_per_1k": ..} for cost estimates
+    prices: dict[str, float] | None = (
+        None  # {"prompt_per_1k": .., "completion_per_1k": ..} for cost estimates
+    )
 
 
 class EmbedderProfile(_Strict):
@@ -45,7 +47,9 @@ class Profile(_Strict):
     name: str = DEFAULT_PROFILE
     description: str = ""
     store: StoreProfile = StoreProfile()
-    generators: dict[str, GeneratorProfile] = Field(default_factory=lambda: {"generator": GeneratorProfile(backend="smoke")})
+    generators: dict[str, GeneratorProfile] = Field(
+        default_factory=lambda: {"generator": GeneratorProfile(backend="smoke")}
+    )
     embedders: dict[str, EmbedderProfile] = Field(default_factory=lambda: {"embedder": EmbedderProfile()})
     gpus: int = Field(default=1, ge=0)  # size of the `gpu` concurrency pool this deployment has
 
@@ -74,6 +78,7 @@ def load_profile(name: str | None = None, project_root: Path | None = None) -> P
     except ValidationError as e:
         node = yaml.compose(text)
         raise SpecError(
-            str(path), [(_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"]) for x in e.errors()]
+            str(path),
+            [(_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"]) for x in e.errors()],
         ) from None
     return profile

@@ -178,7 +178,9 @@ class DiversitySpec(Strict):
     """Embedding-space coverage. The round machinery reads these; the diversity stages define the metrics."""
 
     embedder: str = "embedder"  # name of an embedder in the resource profile
-    clusters: int | None = Field(default=None, ge=1)  # k for the seed map; chosen from the seed size when left out
+    clusters: int | None = Field(
+        default=None, ge=1
+    )  # k for the seed map; chosen from the seed size when left out
     target: Literal["seed", "uniform"] | dict[str, float] = "seed"
     exploration: float = Field(default=0.1, ge=0, le=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
@@ -228,7 +230,9 @@ class PipelineSpec(Strict):
         labels = [s.label for s in v]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
-            raise ValueError(f"verifier names must be unique; give `name:` to repeated types: {sorted(dupes)}")
+            raise ValueError(
+                f"verifier names must be unique; give `name:` to repeated types: {sorted(dupes)}"
+            )
         for spec in v:
             validate_params(spec)
         return v
@@ -256,7 +260,9 @@ class SpecError(ValueError):
     def __init__(self, path: str, problems: list[tuple[int | None, str, str]]):
         self.path = path
         self.problems = problems
-        lines = [f"{path}:{line if line else '?'}: {field or '<root>'}: {msg}" for line, field, msg in problems]
+        lines = [
+            f"{path}:{line if line else '?'}: {field or '<root>'}: {msg}" for line, field, msg in problems
+        ]
         super().__init__("invalid pipeline spec\n" + "\n".join(lines))
 
 
@@ -284,7 +290,11 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and part.startswith("function-") or part in {"str", "dict[str,float]", "list[str]"}:
+        elif (
+            isinstance(part, str)
+            and part.startswith("function-")
+            or part in {"str", "dict[str,float]", "list[str]"}
+        ):
             continue  # pydantic's union-branch markers say nothing to a user
         else:
             out += ("." if out else "") + str(part)

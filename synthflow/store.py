@@ -95,7 +95,9 @@ class Store:
         data_path = f"{d}/data/{version}.parquet"
         if not self.fs.exists(data_path):
             self.write_bytes_atomic(data_path, _parquet_bytes(table))
-        record = VersionRecord(pipeline, asset, partition or UNPARTITIONED, version, len(table), time.time(), meta or {})
+        record = VersionRecord(
+            pipeline, asset, partition or UNPARTITIONED, version, len(table), time.time(), meta or {}
+        )
         stamp = f"{time.time_ns():020d}"
         self.write_bytes_atomic(
             f"{d}/versions/{stamp}-{version}.json",
@@ -141,14 +143,18 @@ class Store:
         if version is None:
             rec = self.latest(pipeline, asset, partition)
             if rec is None:
-                raise VersionNotFound(f"{pipeline}/{asset} [{partition or 'unpartitioned'}] has never been written")
+                raise VersionNotFound(
+                    f"{pipeline}/{asset} [{partition or 'unpartitioned'}] has never been written"
+                )
             version = rec.version
         d = self._dir(pipeline, asset, partition)
         path = f"{d}/data/{version}.parquet"
         if not self.fs.exists(path):
             matches = [p for p in self.fs.glob(f"{d}/data/{version}*.parquet")]
             if len(matches) != 1:
-                raise VersionNotFound(f"{pipeline}/{asset} [{partition or 'unpartitioned'}] has no version {version!r}")
+                raise VersionNotFound(
+                    f"{pipeline}/{asset} [{partition or 'unpartitioned'}] has no version {version!r}"
+                )
             path = matches[0]
         with self.fs.open(path, "rb") as f:
             return pq.read_table(f).to_pandas()

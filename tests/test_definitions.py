@@ -30,9 +30,17 @@ def revenue() -> None:
 
 
 def test_definitions_py_is_loadable():
-    code = "import dagster as dg, definitions; dg.Definitions.validate_loadable(definitions.defs); print('ok')"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "SYNTHFLOW_PROFILE": "local"})
+    code = (
+        "import dagster as dg, definitions; dg.Definitions.validate_loadable(definitions.defs); print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SYNTHFLOW_PROFILE": "local"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
 
@@ -40,15 +48,26 @@ def test_definitions_py_is_loadable():
 def test_build_pipeline_defs_merges_into_existing_code_location(project):
     existing = dg.Definitions(assets=[orders, revenue])
     synthetic = synthflow.build_pipeline_defs(
-        project / "assets" / "math_word_problems.yaml", key_prefix="synthetic", group="synthetic_math",
-        profile="smoke", project_root=project,
+        project / "assets" / "math_word_problems.yaml",
+        key_prefix="synthetic",
+        group="synthetic_math",
+        profile="smoke",
+        project_root=project,
     )
     defs = dg.Definitions.merge(existing, synthetic)
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"orders", "revenue", "synthetic/math_word_problems/seed", "synthetic/math_word_problems/training_set"} <= keys
+    assert {
+        "orders",
+        "revenue",
+        "synthetic/math_word_problems/seed",
+        "synthetic/math_word_problems/training_set",
+    } <= keys
     seed_def = defs.resolve_assets_def(dg.AssetKey(["synthetic", "math_word_problems", "seed"]))
-    assert seed_def.group_names_by_key[dg.AssetKey(["synthetic", "math_word_problems", "seed"])] == "synthetic_math"
+    assert (
+        seed_def.group_names_by_key[dg.AssetKey(["synthetic", "math_word_problems", "seed"])]
+        == "synthetic_math"
+    )
     # Materialize the seed and the unrelated assets together in one real run.
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
@@ -89,13 +108,15 @@ def test_component_loads_beside_other_defs_in_a_dg_project(project):
         )
         other = sandbox.defs_folder_path / "warehouse"
         other.mkdir()
-        (other / "assets.py").write_text(textwrap.dedent("""
+        (other / "assets.py").write_text(
+            textwrap.dedent("""
             import dagster as dg
 
             @dg.asset
             def orders() -> int:
                 return 3
-        """))
+        """)
+        )
         with sandbox.build_all_defs() as defs:
             dg.Definitions.validate_loadable(defs)
             keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}

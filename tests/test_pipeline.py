@@ -39,7 +39,7 @@ def _latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partiti
 
 
 @pytest.mark.slow
-def test_three_rounds_accumulate_in_order_with_stable_versions(project, smoke_model_dir):
+def test_three_rounds_accumulate_in_order_with_stable_versions(project):
     spec = small_spec(project)
     store = Store(load_profile("smoke", project).store_root())
     keys = PipelineKeys(spec, ())
@@ -66,7 +66,10 @@ def test_three_rounds_accumulate_in_order_with_stable_versions(project, smoke_mo
         for s in summaries:  # each version stays readable
             old = store.read(spec.name, "training_set", s.partition, version=s.versions["training_set"])
             assert len(old) == s.real_rows + s.synthetic_rows
-            assert _latest_data_version(instance, keys.key("training_set"), s.partition) == s.versions["training_set"]
+            assert (
+                _latest_data_version(instance, keys.key("training_set"), s.partition)
+                == s.versions["training_set"]
+            )
 
         # Accumulation: round r keeps every row of round r-1.
         prev = set(store.read(spec.name, "training_set", parts[0])["_id"])
@@ -81,9 +84,7 @@ def test_three_rounds_accumulate_in_order_with_stable_versions(project, smoke_mo
         )
         job = defs_assets.resolve_implicit_global_asset_job_def()
         round_keys = [keys.key(n) for n in ("candidates", "verified", "coverage", "training_set")]
-        res = job.execute_in_process(
-            instance=instance, partition_key=parts[1], asset_selection=round_keys
-        )
+        res = job.execute_in_process(instance=instance, partition_key=parts[1], asset_selection=round_keys)
         assert res.success
         mats = {e.asset_key: e.materialization for e in res.get_asset_materialization_events()}
         assert mats[keys.key("training_set")].tags["dagster/data_version"] == versions[1]
@@ -97,7 +98,9 @@ def test_three_rounds_accumulate_in_order_with_stable_versions(project, smoke_mo
 
 
 def _write_seed(project: Path, lines: list[str]) -> None:
-    (project / "assets" / "data" / "math_word_problems.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""))
+    (project / "assets" / "data" / "math_word_problems.jsonl").write_text(
+        "\n".join(lines) + ("\n" if lines else "")
+    )
 
 
 def _seed_lines(project: Path) -> list[str]:
@@ -125,7 +128,9 @@ def _empty(lines):
     return [], r"the file is empty"
 
 
-@pytest.mark.parametrize("breakage", [_wrong_type, _missing_column, _broken_json, _empty], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "breakage", [_wrong_type, _missing_column, _broken_json, _empty], ids=lambda f: f.__name__[1:]
+)
 def test_bad_seed_stops_the_pipeline_and_names_the_row(project, breakage):
     spec = small_spec(project)
     lines, expected = breakage(_seed_lines(project))
@@ -136,9 +141,9 @@ def test_bad_seed_stops_the_pipeline_and_names_the_row(project, breakage):
             run_rounds(spec, 1, profile="smoke", project_root=project, instance=instance)
         for name in ("seed_map", "candidates", "verified", "training_set"):
             assert instance.get_latest_materialization_event(keys.key(name)) is None, name
-        evals = instance.event_log_storage.get_latest_asset_check_execution_by_key([
-            dg.AssetCheckKey(keys.key("seed"), "schema")
-        ])
+        evals = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(keys.key("seed"), "schema")]
+        )
         if breakage in (_wrong_type, _missing_column):
             ev = evals[dg.AssetCheckKey(keys.key("seed"), "schema")]
             assert ev.evaluation is not None and not ev.evaluation.passed

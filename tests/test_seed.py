@@ -24,7 +24,9 @@ def test_example_seed_is_valid():
 
 
 def _rows() -> list[dict]:
-    return [json.loads(x) for x in (REPO / "assets/data/math_word_problems.jsonl").read_text().splitlines()[:5]]
+    return [
+        json.loads(x) for x in (REPO / "assets/data/math_word_problems.jsonl").read_text().splitlines()[:5]
+    ]
 
 
 def test_broken_json_line_is_named(tmp_path):

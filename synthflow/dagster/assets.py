@@ -5,8 +5,6 @@ round reads its inputs from the store rather than through IO managers, so the de
 location without claiming its `io_manager` key.
 """
 
-
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +12,20 @@ import dagster as dg
 import pandas as pd
 
 from synthflow.dagster import metadata as md
-from synthflow.dagster.resources import STORE_KEY, EmbedderResource, GeneratorResource, StoreResource, embedder_key, generator_key
+from synthflow.dagster.resources import (
+    STORE_KEY,
+    EmbedderResource,
+    GeneratorResource,
+    embedder_key,
+    generator_key,
+)
+from synthflow.progress import reporter
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import real_rows
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.round import RoundInputs, run_round
-from synthflow.stages.schema import column_failures, failures_frame
+from synthflow.stages.schema import column_failures, failures_frame, storable
 from synthflow.stages.seed import SeedLoadError, load_seed, load_table, with_ids_and_text
 from synthflow.store import Store
 
@@ -43,7 +48,11 @@ class PipelineKeys:
 
 
 def round_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
-    fmt = "%Y-%m-%d-%H:%M" if spec.rounds.cron.split()[1] != "0" or spec.rounds.cron.split()[0] != "0" else "%Y-%m-%d"
+    fmt = (
+        "%Y-%m-%d-%H:%M"
+        if spec.rounds.cron.split()[1] != "0" or spec.rounds.cron.split()[0] != "0"
+        else "%Y-%m-%d"
+    )
     return dg.TimeWindowPartitionsDefinition(
         cron_schedule=spec.rounds.cron, start=spec.rounds.start, fmt=fmt, timezone=spec.rounds.timezone
     )
@@ -107,7 +116,7 @@ def build_pipeline_assets(
         except SeedLoadError as e:
             raise dg.Failure(description=f"seed of {spec.name}: {e}") from e
         failures = column_failures(df, spec.seed.columns)
-        rec = store.write(store_name, "seed", df)
+        rec = store.write(store_name, "seed", storable(df) if failures else df)
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(rec.version),
             metadata=md.table_metadata(df, rec, spec.seed.columns),
@@ -119,7 +128,9 @@ def build_pipeline_assets(
             description=(
                 "all rows valid" if not failures else md.failures_summary(spec.seed.source, failures)
             ),
-            metadata=md.failures_metadata(failures_frame(failures, row_offset=1)) if failures else {"failing_rows": 0},
+            metadata=md.failures_metadata(failures_frame(failures, row_offset=1))
+            if failures
+            else {"failing_rows": 0},
         )
 
     assets: list[Any] = [seed]
@@ -148,7 +159,9 @@ def build_pipeline_assets(
             if part is not None:
                 source = source.format(partition=part, round=round_index(parts, part))
             try:
-                df = with_ids_and_text(load_table(spec.real, spec.base_dir, source), spec.seed, prefix=f"real-{part or 0}")
+                df = with_ids_and_text(
+                    load_table(spec.real, spec.base_dir, source), spec.seed, prefix=f"real-{part or 0}"
+                )
             except SeedLoadError as e:
                 raise dg.Failure(description=f"real data of {spec.name}: {e}") from e
             failures = column_failures(df, spec.seed.columns)
@@ -157,7 +170,10 @@ def build_pipeline_assets(
             if part is not None:
                 df["_round"] = round_index(parts, part)
             rec = store.write(store_name, "real", df, partition=part)
-            return dg.MaterializeResult(data_version=dg.DataVersion(rec.version), metadata=md.table_metadata(df, rec, spec.seed.columns))
+            return dg.MaterializeResult(
+                data_version=dg.DataVersion(rec.version),
+                metadata=md.table_metadata(df, rec, spec.seed.columns),
+            )
 
         assets.append(real)
 
@@ -179,14 +195,18 @@ def build_pipeline_assets(
         seed_df = store.read(store_name, "seed")
         table, meta = seed_map_stage.build(seed_df, spec, embedder)
         rec = store.write(store_name, "seed_map", table)
-        return dg.MaterializeResult(data_version=dg.DataVersion(rec.version), metadata={**md.store_metadata(rec), **meta})
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(rec.version), metadata={**md.store_metadata(rec), **meta}
+        )
 
     assets.append(seed_map)
 
     # -- p/round: one multi-asset per round partition ---------------------------------------------------------
     ts_key = keys.key("training_set")
     upstream = [keys.key("seed"), keys.key("seed_map")] + ([real_key] if real_key else [])
-    prev_round = dg.AssetDep(ts_key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))
+    prev_round = dg.AssetDep(
+        ts_key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+    )
     descriptions = {
         "candidates": "Raw generations of the round: prompt, sampling parameters, model, tokens, target cluster.",
         "verified": "Accepted rows of the round with every verifier's verdict (rejected rows: the `rejected` table).",
@@ -221,8 +241,12 @@ def build_pipeline_assets(
             )
         )
     ts_checks = [
-        dg.AssetCheckSpec("keeps_previous_rows", asset=ts_key, description="Accumulate never loses a row of r-1."),
-        dg.AssetCheckSpec("real_fraction", asset=ts_key, description="Real rows are at least accumulate.min_real_fraction."),
+        dg.AssetCheckSpec(
+            "keeps_previous_rows", asset=ts_key, description="Accumulate never loses a row of r-1."
+        ),
+        dg.AssetCheckSpec(
+            "real_fraction", asset=ts_key, description="Real rows are at least accumulate.min_real_fraction."
+        ),
         dg.AssetCheckSpec("unique_ids", asset=ts_key, description="No two rows share an id."),
     ]
 
@@ -268,9 +292,11 @@ def build_pipeline_assets(
                 cache=ResultCache(store, store_name),
                 generators=_LazyGenerators(context),
                 embedder=_optional_embedder(emb_res, spec),
-                planner=seed_map_stage.planner(store, store_name, spec, seed_df, _optional_embedder(emb_res, spec)),
+                planner=seed_map_stage.planner(
+                    store, store_name, spec, seed_df, _optional_embedder(emb_res, spec)
+                ),
                 log=context.log.info,
-                progress=_progress_logger(context, r),
+                progress=reporter(f"round {r} generation", context.log.info),
             )
         )
         cand_rec = store.write(store_name, "candidates", result.candidates, partition=part)
@@ -284,7 +310,11 @@ def build_pipeline_assets(
         yield dg.MaterializeResult(
             asset_key=keys.key("candidates"),
             data_version=dg.DataVersion(cand_rec.version),
-            metadata={**md.store_metadata(cand_rec), **usage, "preview": md.preview(result.candidates, ["candidate_id", "raw_text", "finish_reason"])},
+            metadata={
+                **md.store_metadata(cand_rec),
+                **usage,
+                "preview": md.preview(result.candidates, ["candidate_id", "raw_text", "finish_reason"]),
+            },
         )
         yield dg.MaterializeResult(
             asset_key=keys.key("verified"),
@@ -305,7 +335,10 @@ def build_pipeline_assets(
         yield dg.MaterializeResult(
             asset_key=ts_key,
             data_version=dg.DataVersion(ts_rec.version),
-            metadata={**md.table_metadata(result.training_set, ts_rec, spec.seed.columns), **md.provenance_metadata(result.training_set)},
+            metadata={
+                **md.table_metadata(result.training_set, ts_rec, spec.seed.columns),
+                **md.provenance_metadata(result.training_set),
+            },
         )
         yield from _training_set_checks(ts_key, spec, previous, result.training_set)
 
@@ -341,12 +374,16 @@ def _optional_embedder(res: EmbedderResource, spec: PipelineSpec):
     return seed_map_stage.embedder_or_none(res.get)
 
 
-def _real_rows_for_round(store: Store, store_name: str, spec: PipelineSpec, seed_df, parts, part: str, r: int):
+def _real_rows_for_round(
+    store: Store, store_name: str, spec: PipelineSpec, seed_df, parts, part: str, r: int
+):
     data_columns = [c.name for c in spec.seed.columns]
     frames = [real_rows(seed_df, data_columns, 0)]
     if spec.real is not None:
         if spec.real.partitioned:
-            for key in parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part)):
+            for key in parts.get_partition_keys_in_range(
+                dg.PartitionKeyRange(parts.get_first_partition_key(), part)
+            ):
                 df = store.read_or_none(store_name, "real", key)
                 if df is not None:
                     frames.append(real_rows(df, data_columns, round_index(parts, key)))
@@ -358,34 +395,34 @@ def _real_rows_for_round(store: Store, store_name: str, spec: PipelineSpec, seed
     return out.drop_duplicates("_id", keep="first").reset_index(drop=True)
 
 
-def _progress_logger(context: dg.AssetExecutionContext, r: int) -> Callable[[int, int], None]:
-    last = {"pct": -10}
-
-    def progress(done: int, total: int) -> None:
-        pct = int(100 * done / max(total, 1))
-        if pct >= last["pct"] + 10 or done == total:
-            last["pct"] = pct
-            context.log.info(f"round {r}: generated {done}/{total} ({pct}%)")
-
-    return progress
-
-
 def _training_set_checks(ts_key: dg.AssetKey, spec: PipelineSpec, previous, training_set: pd.DataFrame):
-    if previous is not None and spec.accumulate.policy == "accumulate" and spec.accumulate.min_real_fraction == 0:
+    if (
+        previous is not None
+        and spec.accumulate.policy == "accumulate"
+        and spec.accumulate.min_real_fraction == 0
+    ):
         lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
         yield dg.AssetCheckResult(
-            asset_key=ts_key, check_name="keeps_previous_rows", passed=not lost,
+            asset_key=ts_key,
+            check_name="keeps_previous_rows",
+            passed=not lost,
             metadata={"lost_rows": len(lost), "examples": ", ".join(lost[:10])},
         )
     else:
         yield dg.AssetCheckResult(
-            asset_key=ts_key, check_name="keeps_previous_rows", passed=True,
+            asset_key=ts_key,
+            check_name="keeps_previous_rows",
+            passed=True,
             metadata={"note": "first round, or a policy that may drop synthetic rows by design"},
         )
     frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
     yield dg.AssetCheckResult(
-        asset_key=ts_key, check_name="real_fraction", passed=frac >= spec.accumulate.min_real_fraction,
+        asset_key=ts_key,
+        check_name="real_fraction",
+        passed=frac >= spec.accumulate.min_real_fraction,
         metadata={"real_fraction": round(frac, 4), "min_real_fraction": spec.accumulate.min_real_fraction},
     )
     dup = int(training_set["_id"].duplicated().sum())
-    yield dg.AssetCheckResult(asset_key=ts_key, check_name="unique_ids", passed=dup == 0, metadata={"duplicate_ids": dup})
+    yield dg.AssetCheckResult(
+        asset_key=ts_key, check_name="unique_ids", passed=dup == 0, metadata={"duplicate_ids": dup}
+    )

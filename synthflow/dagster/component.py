@@ -1,12 +1,12 @@
 """A Dagster Component for `dg` projects: one synthflow pipeline per component instance.
 
-    # defs/math/defs.yaml
-    type: synthflow.dagster.SynthflowPipelineComponent
-    attributes:
-      spec: math_word_problems.yaml     # relative to this defs.yaml
-      profile: local                    # resources/<profile>.yaml under project_root
-      project_root: ../../..            # where resources/ lives (default: the dg project root)
-      key_prefix: synthetic
+# defs/math/defs.yaml
+type: synthflow.dagster.SynthflowPipelineComponent
+attributes:
+  spec: math_word_problems.yaml     # relative to this defs.yaml
+  profile: local                    # resources/<profile>.yaml under project_root
+  project_root: ../../..            # where resources/ lives (default: the dg project root)
+  key_prefix: synthetic
 """
 
 from __future__ import annotations

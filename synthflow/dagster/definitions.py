@@ -42,9 +42,17 @@ def build_pipeline_defs(
     if not isinstance(spec, PipelineSpec):
         spec = load_spec(spec)
     root = Path(project_root) if project_root else None
-    prof = profile if isinstance(profile, Profile) else load_profile(profile, root) if include_resources else None
+    prof = (
+        profile
+        if isinstance(profile, Profile)
+        else load_profile(profile, root)
+        if include_resources
+        else None
+    )
     prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
-    assets = build_pipeline_assets(spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec))
+    assets = build_pipeline_assets(
+        spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec)
+    )
     resources = resources_for_profile(prof) if prof is not None and include_resources else None
     return dg.Definitions(assets=assets, resources=resources)
 

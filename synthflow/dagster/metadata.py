@@ -43,8 +43,12 @@ def preview(df: pd.DataFrame, columns: Sequence[str] | None = None, n: int = 5) 
     return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_no rows_")
 
 
-def table_metadata(df: pd.DataFrame, rec: VersionRecord, declared: Sequence[ColumnSpec] = ()) -> dict[str, Any]:
-    visible = [c for c in df.columns if not str(c).startswith("_")] + [c for c in ("_id", "_source", "_round") if c in df.columns]
+def table_metadata(
+    df: pd.DataFrame, rec: VersionRecord, declared: Sequence[ColumnSpec] = ()
+) -> dict[str, Any]:
+    visible = [c for c in df.columns if not str(c).startswith("_")] + [
+        c for c in ("_id", "_source", "_round") if c in df.columns
+    ]
     return {
         **store_metadata(rec),
         "dagster/column_schema": column_schema(df, declared),
@@ -106,7 +110,14 @@ def verifier_metadata(verified: pd.DataFrame, names: Sequence[str]) -> dict[str,
                 continue
             s = verified[col].dropna()
             seen, passed = len(s), int(s.astype(bool).sum())
-        rows.append({"verifier": name, "seen": seen, "passed": passed, "pass_rate": round(passed / seen, 3) if seen else None})
+        rows.append(
+            {
+                "verifier": name,
+                "seen": seen,
+                "passed": passed,
+                "pass_rate": round(passed / seen, 3) if seen else None,
+            }
+        )
     by_reason = (
         verified.loc[~verified["accepted"], "rejected_by"].value_counts().to_dict() if len(verified) else {}
     )

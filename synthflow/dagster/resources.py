@@ -113,7 +113,9 @@ class EmbedderResource(dg.ConfigurableResource):
         if self._embedder is None:
             from synthflow.embedding import Embedder
 
-            self._embedder = Embedder(self.model, batch_size=self.batch_size, device=self.device, cache_url=self.cache_url)
+            self._embedder = Embedder(
+                self.model, batch_size=self.batch_size, device=self.device, cache_url=self.cache_url
+            )
         return self._embedder
 
 
@@ -123,5 +125,7 @@ def resources_for_profile(profile: Profile) -> dict[str, Any]:
     for name, g in profile.generators.items():
         res[generator_key(name)] = GeneratorResource.from_profile(g)
     for name, e in profile.embedders.items():
-        res[embedder_key(name)] = EmbedderResource.from_profile(e, cache_url=f"{root.rstrip('/')}/_cache/embeddings")
+        res[embedder_key(name)] = EmbedderResource.from_profile(
+            e, cache_url=f"{root.rstrip('/')}/_cache/embeddings"
+        )
     return res

@@ -13,8 +13,12 @@ from synthflow.dagster.assets import PipelineKeys, build_pipeline_assets, round_
 from synthflow.dagster.definitions import _fingerprint
 from synthflow.dagster.resources import resources_for_profile
 from synthflow.profiles import load_profile
+from synthflow.progress import tqdm_bars
 from synthflow.spec import PipelineSpec
 from synthflow.store import Store
+
+# The CLI prints its own summary; Dagster's console logger only shows warnings and errors (the UI has everything).
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class SeedRejected(RuntimeError):
@@ -46,7 +50,10 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
         if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.user_failure_data:
             msgs.append(ev.step_failure_data.user_failure_data.description or "")
         elif ev.is_step_failure and ev.step_failure_data:
-            msgs.append(ev.step_failure_data.error.message.strip() if ev.step_failure_data.error else "step failed")
+            err = ev.step_failure_data.error
+            while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
+                err = err.cause
+            msgs.append(err.message.strip() if err else "step failed")
     return "; ".join(m for m in msgs if m) or "the run failed (see the Dagster UI for the logs)"
 
 
@@ -69,7 +76,10 @@ def run_rounds(
     upstream = [keys.key("seed"), keys.key("seed_map")]
     if spec.real is not None and not spec.real.partitioned:
         upstream.append(keys.key("real"))
-    res = dg.materialize(assets, instance=instance, resources=resources, selection=upstream, raise_on_error=False)
+    job = dg.Definitions(assets=assets, resources=resources).resolve_implicit_global_asset_job_def()
+    res = job.execute_in_process(
+        instance=instance, asset_selection=upstream, raise_on_error=False, run_config=_QUIET
+    )
     checks = [e for e in res.get_asset_check_evaluations() if e.check_name == "schema"]
     if checks and not checks[0].passed:
         raise SeedRejected(f"the seed failed its schema check: {checks[0].description}")
@@ -92,17 +102,24 @@ def run_rounds(
     for part in todo:
         r = all_keys.index(part) + 1
         echo(f"round {r} ({part}): running ...")
-        res = dg.materialize(
-            assets, instance=instance, resources=resources, selection=round_keys, partition_key=part, raise_on_error=False
-        )
+        with tqdm_bars():
+            res = job.execute_in_process(
+                instance=instance,
+                asset_selection=round_keys,
+                partition_key=part,
+                raise_on_error=False,
+                run_config=_QUIET,
+            )
         if not res.success:
             raise RoundFailed(f"round {r} ({part}) failed: {_failure_text(res)}")
         out.append(_summary(res, store, keys, part, r))
     return out
 
 
-def _summary(res: dg.ExecuteInProcessResult, store: Store, keys: PipelineKeys, part: str, r: int) -> RoundSummary:
-    mats = {m.asset_key: m for m in (e.asset_materialization for e in res.get_asset_materialization_events())}
+def _summary(
+    res: dg.ExecuteInProcessResult, store: Store, keys: PipelineKeys, part: str, r: int
+) -> RoundSummary:
+    mats = {e.asset_key: e.materialization for e in res.get_asset_materialization_events()}
     meta = {k: {mk: getattr(mv, "value", mv) for mk, mv in m.metadata.items()} for k, m in mats.items()}
     cand = meta[keys.key("candidates")]
     ver = meta[keys.key("verified")]
@@ -118,18 +135,37 @@ def _summary(res: dg.ExecuteInProcessResult, store: Store, keys: PipelineKeys, p
         accepted=int(ver["accepted"]),
         rejected_by=json.loads(ver["rejected_by"]),
         stop_reason=str(cov["stop_reason"]),
-        versions={n: str(meta[keys.key(n)]["store_version"]) for n in ("candidates", "verified", "training_set")},
+        versions={
+            n: str(meta[keys.key(n)]["store_version"]) for n in ("candidates", "verified", "training_set")
+        },
         generator=str(cand["generator"]),
         notes=notes,
     )
 
 
 def format_summary(rows: list[RoundSummary]) -> str:
-    header = ["round", "partition", "real", "synthetic", "candidates", "accepted", "rejected by reason", "stopped", "training_set version"]
+    header = [
+        "round",
+        "partition",
+        "real",
+        "synthetic",
+        "candidates",
+        "accepted",
+        "rejected by reason",
+        "stopped",
+        "training_set version",
+    ]
     table = [
         [
-            str(s.round), s.partition, str(s.real_rows), str(s.synthetic_rows), str(s.candidates), str(s.accepted),
-            ", ".join(f"{k}: {v}" for k, v in s.rejected_by.items()) or "-", s.stop_reason, s.versions["training_set"],
+            str(s.round),
+            s.partition,
+            str(s.real_rows),
+            str(s.synthetic_rows),
+            str(s.candidates),
+            str(s.accepted),
+            ", ".join(f"{k}: {v}" for k, v in s.rejected_by.items()) or "-",
+            s.stop_reason,
+            s.versions["training_set"],
         ]
         for s in rows
     ]

@@ -7,7 +7,15 @@ from typing import Any
 
 from synthflow.generators.base import GenerationRequest, GenerationResult, Generator, SamplingParams, Usage
 
-__all__ = ["GenerationRequest", "GenerationResult", "Generator", "SamplingParams", "Usage", "make_generator", "BACKENDS"]
+__all__ = [
+    "GenerationRequest",
+    "GenerationResult",
+    "Generator",
+    "SamplingParams",
+    "Usage",
+    "make_generator",
+    "BACKENDS",
+]
 
 
 def _transformers(model: str, **options: Any) -> Generator:
@@ -47,5 +55,7 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
     try:
         factory = BACKENDS[backend]
     except KeyError:
-        raise ValueError(f"unknown generator backend {backend!r}; known: {', '.join(sorted(BACKENDS))}") from None
+        raise ValueError(
+            f"unknown generator backend {backend!r}; known: {', '.join(sorted(BACKENDS))}"
+        ) from None
     return factory(model, **options)

@@ -34,7 +34,9 @@ def real_rows(real: pd.DataFrame, data_columns: list[str], round_index: int) -> 
     return out
 
 
-def synthetic_rows(verified: pd.DataFrame, data_columns: list[str], verifier_names: list[str]) -> pd.DataFrame:
+def synthetic_rows(
+    verified: pd.DataFrame, data_columns: list[str], verifier_names: list[str]
+) -> pd.DataFrame:
     acc = verified[verified["accepted"]]
     out = acc[[c for c in data_columns if c in acc.columns]].copy()
     out["_id"] = acc["candidate_id"].astype(str).values
@@ -103,7 +105,9 @@ def _subsample(real: pd.DataFrame, synth: pd.DataFrame, policy: AccumulateSpec, 
     take = {r: int(np.floor(budget * n / total)) for r, n in per.items()}
     for r in sorted(per, key=lambda r: -(budget * per[r] / total - take[r]))[: budget - sum(take.values())]:
         take[r] += 1
-    keep = np.concatenate([rng.choice(np.asarray(groups[r]), take[r], replace=False) for r in groups if take[r]])
+    keep = np.concatenate(
+        [rng.choice(np.asarray(groups[r]), take[r], replace=False) for r in groups if take[r]]
+    )
     return synth.loc[np.sort(keep)]
 
 

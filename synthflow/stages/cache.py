@@ -69,5 +69,7 @@ class ResultCache:
         table = pd.DataFrame([{c: getattr(r, c) for c in _COLUMNS} for r in self._pending], columns=_COLUMNS)
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buf)
-        self.store.write_bytes_atomic(f"{self.dir}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", buf.getvalue())
+        self.store.write_bytes_atomic(
+            f"{self.dir}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", buf.getvalue()
+        )
         self._pending = []

@@ -9,9 +9,7 @@ def round_counts(verified: pd.DataFrame) -> dict[str, object]:
     n = len(verified)
     accepted = int(verified["accepted"].sum()) if n else 0
     by = verified.loc[~verified["accepted"], "rejected_by"].value_counts().to_dict() if n else {}
-    exact_dups = int(
-        verified["reject_reason"].fillna("").str.startswith("exact duplicate").sum()
-    ) if n else 0
+    exact_dups = int(verified["reject_reason"].fillna("").str.startswith("exact duplicate").sum()) if n else 0
     return {
         "candidates": n,
         "accepted": accepted,

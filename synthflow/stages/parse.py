@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -69,12 +71,57 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
         parsed.append(obj)
         errors.append(None)
     out["_output"] = parsed
-    out["parse_error"] = errors
+    props = spec.generate.output_schema["properties"]
     for f in fields:
-        out[f] = [None if o is None else o.get(f) for o in parsed]
+        values = []
+        for i, o in enumerate(parsed):
+            raw = None if o is None else o.get(f)
+            v = _column_value(raw, props[f])
+            if v is None and isinstance(raw, int | float) and not isinstance(raw, bool) and errors[i] is None:
+                errors[i] = f"{f}: the number {_short(raw)} does not fit a {props[f].get('type')} column"
+            values.append(v)
+        out[f] = values
+    out["parse_error"] = errors
     text_cols = spec.seed.text_columns
     out["_text"] = [
-        "" if o is None else "\n".join("" if o.get(c) is None else str(o.get(c)) for c in text_cols) for o in parsed
+        "" if o is None else "\n".join("" if o.get(c) is None else str(o.get(c)) for c in text_cols)
+        for o in parsed
     ]
     out["_text_hash"] = [text_hash(t) for t in out["_text"]]
     return out
+
+
+_INT64 = 2**63 - 1
+
+
+def _short(n: int | float) -> str:
+    s = str(n)
+    return s if len(s) <= 24 else f"{s[:12]}... ({len(s)} digits)"
+
+
+def _column_value(value: Any, schema: dict[str, Any]) -> Any:
+    """A generated value in the column type its schema declares, so every row of a column has one Arrow type.
+
+    A value that does not fit (a string where a number is declared, an integer past int64) becomes None here; the
+    verifiers judge the original value in `_output`, and `raw_text` keeps it for audit.
+    """
+    if value is None:
+        return None
+    kind = schema.get("type")
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        try:
+            f = float(value)
+        except OverflowError:
+            return None
+        return f if math.isfinite(f) else None
+    if kind == "integer":
+        return (
+            value if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _INT64 else None
+        )
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if kind == "string":
+        return value if isinstance(value, str) else None
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -48,7 +48,10 @@ class UniformPlanner:
         self.few_shot = min(few_shot, len(seed))
 
     def plan(self, n: int, rng: np.random.Generator) -> list[tuple[int, pd.DataFrame]]:
-        return [(-1, self.seed.iloc[np.sort(rng.choice(len(self.seed), self.few_shot, replace=False))]) for _ in range(n)]
+        return [
+            (-1, self.seed.iloc[np.sort(rng.choice(len(self.seed), self.few_shot, replace=False))])
+            for _ in range(n)
+        ]
 
     def observe(self, accepted: pd.DataFrame) -> None:
         pass
@@ -76,7 +79,9 @@ class RoundInputs:
 @dataclass
 class RoundOutput:
     candidates: pd.DataFrame
-    verified: pd.DataFrame  # every candidate with every verdict; `accepted` says which reached the training set
+    verified: (
+        pd.DataFrame
+    )  # every candidate with every verdict; `accepted` says which reached the training set
     coverage: dict[str, Any]
     training_set: pd.DataFrame
     stop_reason: str
@@ -126,22 +131,30 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
         plan = planner.plan(n, rng)
         requests = [
-            build_request(spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t)
+            build_request(
+                spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t
+            )
             for i, (t, ex) in enumerate(plan)
         ]
-        results, batch_stats = run_generation(requests, inp.generator, inp.cache, progress=inp.progress)
+        results, batch_stats = run_generation(
+            requests, inp.generator, inp.cache, progress=_offset(inp.progress, generated, budget)
+        )
         stats.merge(batch_stats)
         cands = candidates_frame(requests, results, round_index=inp.round_index)
         verified = run_chain(parse_outputs(cands, spec), verifiers, ctx)
         # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
-        over = verified.index[verified["accepted"]][max(0, wanted - accepted):]
+        over = verified.index[verified["accepted"]][max(0, wanted - accepted) :]
         verified.loc[over, ["accepted", "rejected_by", "reject_reason"]] = [
-            False, "quota", f"round already has {wanted} accepted rows"
+            False,
+            "quota",
+            f"round already has {wanted} accepted rows",
         ]
         newly = verified[verified["accepted"]]
         planner.observe(newly)
-        ctx.accepted = pd.concat([ctx.accepted, newly[["candidate_id", "_text"]].rename(columns={"candidate_id": "_id"})],
-                                 ignore_index=True)
+        ctx.accepted = pd.concat(
+            [ctx.accepted, newly[["candidate_id", "_text"]].rename(columns={"candidate_id": "_id"})],
+            ignore_index=True,
+        )
         accepted += len(newly)
         generated += len(cands)
         batch_index += 1
@@ -154,11 +167,19 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         )
     stop_reason = TARGET_REACHED if accepted >= wanted else BUDGET_EXHAUSTED
     if stop_reason == BUDGET_EXHAUSTED:
-        inp.log(f"round {inp.round_index}: candidate budget of {budget} spent with {accepted}/{wanted} rows accepted")
+        inp.log(
+            f"round {inp.round_index}: candidate budget of {budget} spent with {accepted}/{wanted} rows accepted"
+        )
     candidates = pd.concat(cand_frames, ignore_index=True) if cand_frames else pd.DataFrame()
-    verified_all = pd.concat(verified_frames, ignore_index=True).drop(columns=["_output"]) if verified_frames else pd.DataFrame()
+    verified_all = (
+        pd.concat(verified_frames, ignore_index=True).drop(columns=["_output"])
+        if verified_frames
+        else pd.DataFrame()
+    )
     data_columns = _data_columns(spec)
-    new_synth = synthetic_rows(verified_all, data_columns, [v.name for v in verifiers]) if len(verified_all) else None
+    new_synth = (
+        synthetic_rows(verified_all, data_columns, [v.name for v in verifiers]) if len(verified_all) else None
+    )
     if new_synth is None:
         new_synth = inp.real.iloc[0:0]
     training_set = build_training_set(
@@ -183,10 +204,21 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats)
 
 
+def _offset(
+    progress: Callable[[int, int], None] | None, start: int, total: int
+) -> Callable[[int, int], None] | None:
+    """Batch progress as progress through the round's whole candidate budget."""
+    if progress is None:
+        return None
+    return lambda done, _batch_total: progress(start + done, total)
+
+
 def _data_columns(spec: PipelineSpec) -> list[str]:
     cols = [c.name for c in spec.seed.columns]
     return cols + [c for c in spec.output_columns if c not in cols]
 
 
 def _empty_verified() -> pd.DataFrame:
-    return pd.DataFrame({"accepted": pd.Series(dtype=bool), "rejected_by": [], "reject_reason": [], "parse_error": []})
+    return pd.DataFrame(
+        {"accepted": pd.Series(dtype=bool), "rejected_by": [], "reject_reason": [], "parse_error": []}
+    )

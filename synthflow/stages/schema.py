@@ -28,7 +28,9 @@ def pandera_schema(columns: Sequence[ColumnSpec], *, strict: bool = False) -> pa
         if c.isin is not None:
             checks.append(pa.Check.isin(c.isin))
         # Integers may arrive as floats from CSV/JSON with missing values; coerce, and let failures name the row.
-        cols[c.name] = pa.Column(_DTYPES[c.type], checks=checks, nullable=c.nullable, coerce=True, description=c.description)
+        cols[c.name] = pa.Column(
+            _DTYPES[c.type], checks=checks, nullable=c.nullable, coerce=True, description=c.description
+        )
     return pa.DataFrameSchema(cols, strict=strict, coerce=True)
 
 
@@ -64,3 +66,19 @@ def failures_frame(failures: list[tuple[int | None, str, str]], row_offset: int 
         [{"row": None if r is None else r + row_offset, "column": c, "check": k} for r, c, k in failures],
         columns=["row", "column", "check"],
     )
+
+
+def storable(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with mixed-type object columns as text, so rows that fail the schema can still be stored and shown."""
+    out = df
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        kinds = {type(v) for v in df[col] if v is not None and not (isinstance(v, float) and pd.isna(v))}
+        if len(kinds) > 1 or (kinds and not kinds <= {str}):
+            if out is df:
+                out = df.copy()
+            out[col] = [
+                None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in df[col]
+            ]
+    return out

@@ -31,10 +31,18 @@ def _infer_format(url: str, declared: str | None) -> str:
     if declared:
         return declared
     name = url.split("?")[0].lower()
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".parquet", "parquet")):
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+    ):
         if name.endswith(suffix):
             return fmt
-    raise SeedLoadError(f"{url}: cannot tell the format from the file name; set `format:` (jsonl, csv or parquet)")
+    raise SeedLoadError(
+        f"{url}: cannot tell the format from the file name; set `format:` (jsonl, csv or parquet)"
+    )
 
 
 def _read_jsonl(url: str) -> pd.DataFrame:
@@ -48,7 +56,9 @@ def _read_jsonl(url: str) -> pd.DataFrame:
             except json.JSONDecodeError as e:
                 raise SeedLoadError(f"{url}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
-                raise SeedLoadError(f"{url}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
+                raise SeedLoadError(
+                    f"{url}:{lineno}: expected a JSON object per line, got {type(obj).__name__}"
+                )
             rows.append(obj)
     return pd.DataFrame(rows)
 
@@ -56,7 +66,12 @@ def _read_jsonl(url: str) -> pd.DataFrame:
 def _is_hub_id(source: str, base_dir: Path) -> bool:
     if source.startswith("hf://datasets/"):
         return True
-    return "://" not in source and source.count("/") == 1 and not (base_dir / source).exists() and not Path(source).suffix
+    return (
+        "://" not in source
+        and source.count("/") == 1
+        and not (base_dir / source).exists()
+        and not Path(source).suffix
+    )
 
 
 def load_table(src: DataSourceSpec, base_dir: Path, source: str | None = None) -> pd.DataFrame:
@@ -68,7 +83,9 @@ def load_table(src: DataSourceSpec, base_dir: Path, source: str | None = None) -
         try:
             return datasets.load_dataset(name, split=src.split).to_pandas()
         except Exception as e:  # datasets raises many types; all mean "could not load"
-            raise SeedLoadError(f"{source}: cannot load the Hugging Face dataset ({type(e).__name__}: {e})") from e
+            raise SeedLoadError(
+                f"{source}: cannot load the Hugging Face dataset ({type(e).__name__}: {e})"
+            ) from e
     url = resolve_source(source, base_dir)
     fmt = _infer_format(url, src.format)
     try:

@@ -23,11 +23,15 @@ def embedder_or_none(factory: Callable[[], Any]) -> Any | None:
         return None
 
 
-def build(seed: pd.DataFrame, spec: PipelineSpec, embedder: Any | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def build(
+    seed: pd.DataFrame, spec: PipelineSpec, embedder: Any | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A table with one row per seed row (id, text hash, cluster) plus metadata about the map."""
     table = pd.DataFrame({"_id": seed["_id"], "_text_hash": seed["_text_hash"], "cluster": -1})
     return table, {"clusters": 0, "embedder": "none (uniform exemplars)", "seed_rows": len(seed)}
 
 
-def planner(store: Store, store_name: str, spec: PipelineSpec, seed: pd.DataFrame, embedder: Any | None) -> PromptPlanner:
+def planner(
+    store: Store, store_name: str, spec: PipelineSpec, seed: pd.DataFrame, embedder: Any | None
+) -> PromptPlanner:
     return UniformPlanner(seed, spec.generate.few_shot)

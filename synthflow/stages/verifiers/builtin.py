@@ -64,8 +64,12 @@ def length_verifier(name: str, params: LengthParams):
         too_short = lengths < params.min_chars
         too_long = lengths > params.max_chars if params.max_chars else pd.Series(False, index=rows.index)
         reason = pd.Series(None, index=rows.index, dtype=object)
-        reason[too_short] = [f"{col} has {n} characters, fewer than {params.min_chars}" for n in lengths[too_short]]
-        reason[too_long] = [f"{col} has {n} characters, more than {params.max_chars}" for n in lengths[too_long]]
+        reason[too_short] = [
+            f"{col} has {n} characters, fewer than {params.min_chars}" for n in lengths[too_short]
+        ]
+        reason[too_long] = [
+            f"{col} has {n} characters, more than {params.max_chars}" for n in lengths[too_long]
+        ]
         return verdicts(rows.index, ~(too_short | too_long), reason, score=lengths)
 
     verify.name = name
@@ -83,9 +87,19 @@ def exact_dedup_verifier(name: str, params: ExactDedupParams):
     def verify(rows: pd.DataFrame, ctx: VerifyContext) -> pd.DataFrame:
         seen: dict[str, str] = {}
         if "reference" in params.against:
-            seen.update({normalize_text(t): f"seed/real row {i}" for i, t in zip(ctx.reference["_id"], ctx.reference["_text"], strict=True)})
+            seen.update(
+                {
+                    normalize_text(t): f"seed/real row {i}"
+                    for i, t in zip(ctx.reference["_id"], ctx.reference["_text"], strict=True)
+                }
+            )
         if "accepted" in params.against and len(ctx.accepted):
-            seen.update({normalize_text(t): f"synthetic row {i}" for i, t in zip(ctx.accepted["_id"], ctx.accepted["_text"], strict=True)})
+            seen.update(
+                {
+                    normalize_text(t): f"synthetic row {i}"
+                    for i, t in zip(ctx.accepted["_id"], ctx.accepted["_text"], strict=True)
+                }
+            )
         reasons = []
         for cid, text in zip(rows["candidate_id"], rows["_text"], strict=True):
             norm = normalize_text(text)

@@ -18,7 +18,9 @@ from synthflow.stages.verifiers.base import VERDICT_COLUMNS, Verifier, VerifyCon
 def run_chain(rows: pd.DataFrame, verifiers: Sequence[Verifier], ctx: VerifyContext) -> pd.DataFrame:
     out = rows.copy()
     out["accepted"] = out["parse_error"].isna()
-    out["rejected_by"] = pd.Series([None if ok else "parse" for ok in out["accepted"]], index=out.index, dtype=object)
+    out["rejected_by"] = pd.Series(
+        [None if ok else "parse" for ok in out["accepted"]], index=out.index, dtype=object
+    )
     out["reject_reason"] = out["parse_error"].astype(object)
     for verifier in verifiers:
         live = out.index[out["accepted"]]
