@@ -8,9 +8,9 @@ request; it is how the crafted accept/reject cases get the replies they need. Th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,8 +53,9 @@ ROWS = [
 class ScriptedGenerator:
     """Answers each request with reply(request); records every request it saw."""
 
-    def __init__(self, reply: Callable[[GenerationRequest], str | Exception]):
+    def __init__(self, reply: Callable[[GenerationRequest], str | Exception], *, strip_meta: bool = False):
         self.reply = reply
+        self.strip_meta = strip_meta  # behave like a wrapper that rebuilds requests (meta lost)
         self.seen: list[GenerationRequest] = []
 
     @property
@@ -70,6 +71,8 @@ class ScriptedGenerator:
     ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
         reqs = list(requests)
         for req in reversed(reqs):  # out of order on purpose: the protocol allows any order
+            if self.strip_meta:
+                req = dataclasses.replace(req, meta={})
             self.seen.append(req)
             out = self.reply(req)
             if isinstance(out, Exception):
@@ -209,6 +212,13 @@ def test_self_consistency_accepts_when_enough_samples_agree():
     assert apples[0].json_schema["required"] == ["reasoning", "answer"]
 
 
+def test_results_map_back_to_rows_even_when_a_wrapper_drops_request_meta():
+    gen = _solver({"apples": ["7"], "marbles": ["12"], "pens": ["20"]})
+    gen.strip_meta = True
+    out = _run("self_consistency", {"k": 3}, {"generator": gen})
+    assert out["ok"].tolist() == [True, True, False]
+
+
 def test_self_consistency_counts_unreadable_and_failed_samples_as_disagreeing():
     def reply(req):
         return [json.dumps({"answer": "7"}), "garbage", RuntimeError("boom"), json.dumps({"answer": ""})][
@@ -239,27 +249,7 @@ def test_self_consistency_prompt_can_use_any_column():
 
 
 # ---- the smoke model: plumbing through real generators ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def smoke_dir(request: pytest.FixtureRequest) -> Path:
-    for name in ("smoke_model_dir", "vllm_model_dir"):
-        try:
-            return Path(request.getfixturevalue(name))
-        except pytest.FixtureLookupError:
-            continue
-    from synthflow.smoke_model import build_smoke_model, default_smoke_model_dir
-
-    return build_smoke_model(default_smoke_model_dir())
-
-
-@pytest.fixture(scope="module")
-def smoke_generator(smoke_dir: Path):
-    from synthflow.generators.transformers_backend import TransformersGenerator
-
-    gen = TransformersGenerator(str(smoke_dir), device="cpu")
-    yield gen
-    gen.close()
+# `smoke_generator` (a TransformersGenerator on the smoke model) comes from tests/fixtures/smoke.py.
 
 
 def _check_judge_plumbing(out: pd.DataFrame) -> None:

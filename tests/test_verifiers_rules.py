@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import yaml
 
 import synthflow.stages.verifiers.rules  # noqa: F401  (registers rules)
 from synthflow.spec import VerifierSpec, parse_spec
@@ -148,3 +152,15 @@ def test_unknown_column_is_a_clear_error():
 def test_unknown_language_is_a_spec_error():
     with pytest.raises(ValueError, match="language 'klingon' is not supported"):
         build(VerifierSpec(type="rules", language="klingon"))
+
+
+def test_the_documented_verify_list_is_a_valid_spec():
+    for module in ("llm_judge", "self_consistency", "math_answer", "code_tests", "python_fn"):
+        __import__(f"synthflow.stages.verifiers.{module}")
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "verification.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
+    spec = parse_spec(SPEC + "\n" + block)
+    assert [v.label for v in spec.verify] == [
+        "schema", "rules", "exact_dedup", "math_answer", "self_consistency", "llm_judge", "house_rules",
+    ]  # fmt: skip
+    assert yaml.safe_load(block)["verify"][1]["language"] == "en"

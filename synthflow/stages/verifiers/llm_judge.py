@@ -83,7 +83,9 @@ def llm_judge_verifier(name: str, params: LLMJudgeParams):
             score, rationale, problem = _read_judgement(results[pos][0])
             ok = problem is None and score >= params.threshold
             if problem is None and not ok:
-                problem = f"judge score {score:g} < {params.threshold:g}: {rationale}"
+                problem = f"judge score {score:g} < {params.threshold:g}" + (
+                    f": {rationale}" if rationale else ""
+                )
             oks.append(ok)
             scores.append(score)
             reasons.append(problem)
@@ -167,9 +169,12 @@ def derive_seed(base: int, *parts: object) -> int:
 
 def ask(generator: Any, requests: Sequence[GenerationRequest]) -> dict[int, list[GenerationResult]]:
     """One batched generate call; results grouped by meta["row"] and ordered by sample_index."""
+    # By content key as well as meta, so a wrapper (a cache, say) that rebuilds requests still maps back.
+    position = {req.key(""): req.meta["row"] for req in requests}
     grouped: dict[int, list[tuple[int, GenerationResult]]] = {}
     for req, res in generator.generate(list(requests)):
-        grouped.setdefault(req.meta["row"], []).append((req.sample_index, res))
+        row = req.meta["row"] if "row" in req.meta else position[req.key("")]
+        grouped.setdefault(row, []).append((req.sample_index, res))
     missing = {r.meta["row"] for r in requests} - set(grouped)
     if missing:
         raise RuntimeError(
