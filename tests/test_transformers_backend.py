@@ -207,3 +207,13 @@ def test_guided_scalars_stop_inside_the_budget(smoke_generator: TransformersGene
     for res in _run(smoke_generator, reqs).values():
         assert res.finish_reason == "stop"
         jsonschema.validate(json.loads(res.text), schema)
+
+
+def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without HF_HUB_OFFLINE transformers would retry for about a minute; we check the hub once and say why.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelUnavailable, match="synthflow-test/no-such-model"):
+        TransformersGenerator("synthflow-test/no-such-model")
+    assert time.perf_counter() - t0 < 15

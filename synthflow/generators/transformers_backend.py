@@ -24,11 +24,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -88,6 +90,19 @@ def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     # Half precision on CPU is slow and lossy; small models are cheap in float32 anyway.
     return torch.float32
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a TCP connection to the Hugging Face endpoint (HF_ENDPOINT respected)? Quick, no retries."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _rowwise_attention(
@@ -241,12 +256,17 @@ class TransformersGenerator:
         if not local and (os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1):
             raise ModelUnavailable(model, f"no such directory: {path}")  # a path, not a hub id
         offline = local or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        unreachable = not offline and not _hub_reachable()
+        # Without a reachable hub, transformers retries for about a minute before it gives up: use the cache only.
+        offline = offline or unreachable
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
             lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=offline, dtype=self._dtype)
         except Exception as exc:
             # OSError, ValueError, hub errors ... depending on what is missing: all of them mean "can't load here".
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if unreachable:
+                reason = "it is not in the local Hugging Face cache and the hub cannot be reached"
             raise ModelUnavailable(model, reason) from exc
         lm.to(self._device)
         lm.eval()
