@@ -55,7 +55,7 @@ class SchemaGuide:
             + [False] * max(0, vocab_size - len(self._decoded)),
             dtype=torch.bool,
         )
-        self._clean_words = _pack_bits(clean[:vocab_size])
+        self.clean_words = _pack_bits(clean[:vocab_size])
         self._char_token: dict[bytes, int] = {}
         for i, b in enumerate(self._decoded):
             if len(b) == 1 and b not in self._char_token:
@@ -116,7 +116,7 @@ class JsonRow:
 
     def fill_bitmask(self, bitmask: torch.Tensor, index: int) -> None:
         self.matcher.fill_next_token_bitmask(bitmask, index)
-        bitmask[index] &= self.guide._clean_words
+        bitmask[index] &= self.guide.clean_words
 
     def allowed(self, bitmask: torch.Tensor, index: int, token_id: int) -> bool:
         word = int(bitmask[index, token_id // 32])
