@@ -310,6 +310,9 @@ def _run(cfg: dict, limits: Limits, uid: int | None) -> SandboxResult:
             env={},
             cwd="/",
         )
+    except BaseException:
+        os.close(report_r)
+        raise
     finally:
         os.close(report_w)
     out, err = _Capture(), _Capture()
