@@ -47,11 +47,9 @@ class SchemaGuide:
         self._decoded: list[bytes] = list(self.info.decoded_vocab)
         # Raw control characters are never valid JSON here: not in strings (xgrammar's maxLength string rule lets
         # them through), and not between tokens (compact separators). So tokens holding one are masked for good.
+        stops = set(stop_token_ids)
         clean = torch.tensor(
-            [
-                i in set(stop_token_ids) or not any(b < 0x20 for b in tok)
-                for i, tok in enumerate(self._decoded)
-            ]
+            [i in stops or not any(b < 0x20 for b in tok) for i, tok in enumerate(self._decoded)]
             + [False] * max(0, vocab_size - len(self._decoded)),
             dtype=torch.bool,
         )
