@@ -27,7 +27,15 @@ class VerifierType:
 
 _REGISTRY: dict[str, VerifierType] = {}
 # Modules that register built-in verifiers when imported.
-_BUILTIN_MODULES = ("synthflow.stages.verifiers.builtin",)
+_BUILTIN_MODULES = (
+    "synthflow.stages.verifiers.builtin",
+    "synthflow.stages.verifiers.rules",
+    "synthflow.stages.verifiers.llm_judge",
+    "synthflow.stages.verifiers.self_consistency",
+    "synthflow.stages.verifiers.math_answer",
+    "synthflow.stages.verifiers.code_tests",
+    "synthflow.stages.verifiers.python_fn",
+)
 _loaded = False
 
 
