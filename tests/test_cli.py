@@ -28,7 +28,7 @@ def test_run_on_local_profile_falls_back_to_the_smoke_model_and_prints_a_summary
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert "could not be loaded" in text and "smoke model" in text  # the one plain sentence
-    header = next(line for line in text.splitlines() if line.startswith("round"))
+    header = next(line for line in text.splitlines() if line.startswith("round ") and "partition" in line)
     for col in ("real", "synthetic", "candidates", "accepted", "rejected by reason", "training_set version"):
         assert col in header
     assert "generator: smoke model (random weights)" in text
