@@ -24,6 +24,7 @@ from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import real_rows
 from synthflow.stages.cache import ResultCache
+from synthflow.stages.generate import CachingGenerator
 from synthflow.stages.round import RoundInputs, run_round
 from synthflow.stages.schema import column_failures, failures_frame, storable
 from synthflow.stages.seed import SeedLoadError, load_seed, load_table, with_ids_and_text
@@ -290,7 +291,7 @@ def build_pipeline_assets(
                 previous=previous,
                 generator=generator,
                 cache=ResultCache(store, store_name),
-                generators=_LazyGenerators(context),
+                generators=_LazyGenerators(context, ResultCache(store, store_name)),
                 embedder=_optional_embedder(emb_res, spec),
                 planner=seed_map_stage.planner(
                     store, store_name, spec, seed_df, _optional_embedder(emb_res, spec)
@@ -349,9 +350,10 @@ def build_pipeline_assets(
 class _LazyGenerators(dict):
     """Generators for verifiers (LLM judges), resolved from resources only when a verifier asks for one."""
 
-    def __init__(self, context: dg.AssetExecutionContext):
+    def __init__(self, context: dg.AssetExecutionContext, cache: ResultCache):
         super().__init__()
         self._context = context
+        self._cache = cache
 
     def __missing__(self, name: str):
         res = getattr(self._context.resources, generator_key(name), None)
@@ -360,7 +362,7 @@ class _LazyGenerators(dict):
                 f"a verifier needs the generator {name!r}, which the resource profile does not define "
                 f"(add it under `generators:`)"
             )
-        self[name] = res.get(self._context.log)
+        self[name] = CachingGenerator(res.get(self._context.log), self._cache)
         return self[name]
 
     def get(self, name, default=None):

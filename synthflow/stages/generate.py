@@ -64,3 +64,28 @@ def run_generation(
         cache.flush()
         stats.usage.wall_seconds = time.perf_counter() - start
     return [found[k] for k in keys], stats
+
+
+class CachingGenerator:
+    """A generator with the result cache in front: what verifiers (LLM judges, self-consistency) call, so that
+    re-verifying a round re-sends nothing that already has an answer."""
+
+    def __init__(self, inner: Generator, cache: ResultCache):
+        self.inner = inner
+        self.cache = cache
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def generate(self, requests, progress=None):
+        requests = list(requests)
+        results, _ = run_generation(requests, self.inner, self.cache, progress=progress)
+        yield from zip(requests, results, strict=True)
+
+    def close(self) -> None:
+        self.inner.close()
