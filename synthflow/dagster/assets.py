@@ -281,6 +281,7 @@ def build_pipeline_assets(
         seed_df = store.read(store_name, "seed")
         real_df = _real_rows_for_round(store, store_name, spec, seed_df, parts, part, r)
         generator = gen_res.get(context.log)
+        cache = ResultCache(store, store_name)  # one cache for the round's generator and its verifiers' judges
         context.log.info(f"round {r} ({part}): generating with {generator.label}")
         result = run_round(
             RoundInputs(
@@ -290,8 +291,8 @@ def build_pipeline_assets(
                 real=real_df,
                 previous=previous,
                 generator=generator,
-                cache=ResultCache(store, store_name),
-                generators=_LazyGenerators(context, ResultCache(store, store_name)),
+                cache=cache,
+                generators=_LazyGenerators(context, cache),
                 embedder=_optional_embedder(emb_res, spec),
                 planner=seed_map_stage.planner(
                     store, store_name, spec, seed_df, _optional_embedder(emb_res, spec)

