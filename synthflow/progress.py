@@ -48,7 +48,7 @@ def tqdm_bars() -> Iterator[None]:
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = bars[label] = tqdm(total=total, desc=label, unit="req", leave=False)
+            bar = bars[label] = tqdm(total=total, desc=label, unit="req", leave=False, disable=None)
         bar.n = done
         bar.refresh()
 

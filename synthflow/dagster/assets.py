@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from synthflow.dagster import metadata as md
+from synthflow.dagster.execution import GPU_POOL, automation_conditions, gpu_k8s_tags
 from synthflow.dagster.resources import (
     STORE_KEY,
     EmbedderResource,
@@ -26,6 +27,7 @@ from synthflow.stages.accumulate import real_rows
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.generate import CachingGenerator
 from synthflow.stages.round import RoundInputs, run_round
+from synthflow.stages.round_plots import coverage_history, rounds_plot, verdicts_plot
 from synthflow.stages.schema import column_failures, failures_frame, storable
 from synthflow.stages.seed import SeedLoadError, load_seed, load_table, with_ids_and_text
 from synthflow.store import Store
@@ -81,7 +83,9 @@ def build_pipeline_assets(
     key_prefix: tuple[str, ...] = (),
     group: str | None = None,
     generator_fingerprint: str = "",
+    gpus: int = 0,
 ) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """`gpus`: GPUs one round step needs; > 0 puts a Kubernetes GPU request on the round's op tags."""
     keys = PipelineKeys(spec, key_prefix)
     group = group or spec.name
     tags = {**spec.tags, "synthflow/pipeline": spec.name}
@@ -90,6 +94,13 @@ def build_pipeline_assets(
     emb_key = embedder_key(spec.diversity.embedder)
     parts = round_partitions(spec)
     store_name = keys.store_name
+    automation = automation_conditions(
+        spec.rounds.automation,
+        seed_key=keys.key("seed"),
+        seed_map_key=keys.key("seed_map"),
+        training_set_key=keys.key("training_set"),
+        siblings=[keys.key(n) for n in ROUND_OUTPUTS if n != "training_set"],
+    )
 
     # -- p/seed ----------------------------------------------------------------------------------------------
     seed_check = dg.AssetCheckSpec(
@@ -189,15 +200,18 @@ def build_pipeline_assets(
         kinds={"parquet", "numpy"},
         owners=owners,
         tags=tags,
+        automation_condition=automation.get("seed_map"),
     )
     def seed_map(context: dg.AssetExecutionContext):
         store: Store = context.resources.synthflow_store.get()
-        embedder = getattr(context.resources, emb_key).get()
+        embedder = seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get)
         seed_df = store.read(store_name, "seed")
-        table, meta = seed_map_stage.build(seed_df, spec, embedder)
-        rec = store.write(store_name, "seed_map", table)
+        tables, meta = seed_map_stage.build(seed_df, spec, embedder)
+        if not tables["clusters"].empty:
+            store.write(store_name, seed_map_stage.CLUSTERS_TABLE, tables["clusters"])
+        rec = store.write(store_name, "seed_map", tables["assignments"])
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(rec.version), metadata={**md.store_metadata(rec), **meta}
+            data_version=dg.DataVersion(rec.version), metadata={**md.store_metadata(rec), **md.as_metadata(meta)}
         )
 
     assets.append(seed_map)
@@ -239,6 +253,7 @@ def build_pipeline_assets(
                 kinds={"parquet", "pandas"} | ({"vllm"} if name == "candidates" else set()),
                 owners=owners,
                 tags=tags,
+                automation_condition=automation.get(name),
             )
         )
     ts_checks = [
@@ -254,11 +269,11 @@ def build_pipeline_assets(
     @dg.multi_asset(
         name=f"{'__'.join([*key_prefix, spec.name])}__round",
         specs=specs,
-        check_specs=ts_checks,
+        check_specs=ts_checks + _coverage_check_specs(keys.key("coverage"), spec),
         partitions_def=parts,
         required_resource_keys={STORE_KEY, gen_key, emb_key},
-        pool="gpu",
-        op_tags={"synthflow/pipeline": spec.name},
+        pool=GPU_POOL,
+        op_tags={"synthflow/pipeline": spec.name, **gpu_k8s_tags(gpus)},
     )
     def round_(context: dg.AssetExecutionContext):
         store: Store = context.resources.synthflow_store.get()
@@ -282,6 +297,9 @@ def build_pipeline_assets(
         real_df = _real_rows_for_round(store, store_name, spec, seed_df, parts, part, r)
         generator = gen_res.get(context.log)
         cache = ResultCache(store, store_name)  # one cache for the round's generator and its verifiers' judges
+        embedder = seed_map_stage.embedder_or_none(emb_res.get)
+        prev_synth = previous[previous["_source"] == "synthetic"] if previous is not None else None
+        planner = seed_map_stage.planner(store, store_name, spec, seed_df, embedder, prev_synth)
         context.log.info(f"round {r} ({part}): generating with {generator.label}")
         result = run_round(
             RoundInputs(
@@ -293,10 +311,8 @@ def build_pipeline_assets(
                 generator=generator,
                 cache=cache,
                 generators=_LazyGenerators(context, cache),
-                embedder=_optional_embedder(emb_res, spec),
-                planner=seed_map_stage.planner(
-                    store, store_name, spec, seed_df, _optional_embedder(emb_res, spec)
-                ),
+                embedder=embedder,
+                planner=planner,
                 log=context.log.info,
                 progress=reporter(f"round {r} generation", context.log.info),
             )
@@ -304,8 +320,15 @@ def build_pipeline_assets(
         cand_rec = store.write(store_name, "candidates", result.candidates, partition=part)
         acc_rec = store.write(store_name, "verified", result.accepted.reset_index(drop=True), partition=part)
         rej_rec = store.write(store_name, "rejected", result.rejected.reset_index(drop=True), partition=part)
-        cov_df = pd.DataFrame([md.flatten(result.coverage)])
+        extras = seed_map_stage.coverage_extras(planner, r)
+        coverage = {**result.coverage, **{k: v for k, v in extras.items() if not isinstance(v, bytes)}}
+        cov_df = pd.DataFrame([md.flatten(coverage)])
         cov_rec = store.write(store_name, "coverage", cov_df, partition=part)
+        history = coverage_history(
+            store,
+            store_name,
+            parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part)),
+        )
         ts_rec = store.write(store_name, "training_set", result.training_set, partition=part)
 
         usage = md.usage_metadata(result.stats, generator, gen_res.prices, gen_res.fallback_reason)
@@ -313,7 +336,7 @@ def build_pipeline_assets(
             asset_key=keys.key("candidates"),
             data_version=dg.DataVersion(cand_rec.version),
             metadata={
-                **md.store_metadata(cand_rec),
+                **md.table_metadata(result.candidates, cand_rec),
                 **usage,
                 "preview": md.preview(result.candidates, ["candidate_id", "raw_text", "finish_reason"]),
             },
@@ -322,17 +345,26 @@ def build_pipeline_assets(
             asset_key=keys.key("verified"),
             data_version=dg.DataVersion(acc_rec.version),
             metadata={
-                **md.store_metadata(acc_rec),
+                **md.table_metadata(result.accepted, acc_rec),
                 **md.verifier_metadata(result.verified, [v.label for v in spec.verify]),
                 "rejected_version": rej_rec.version,
                 "rejected_rows": rej_rec.rows,
                 "preview": md.preview(result.accepted, spec.output_columns),
+                "verdicts_plot": md.image(
+                    verdicts_plot(result.coverage["accepted"], result.coverage["rejected_by"], f"round {r}"),
+                    "verdicts by reason",
+                ),
             },
         )
         yield dg.MaterializeResult(
             asset_key=keys.key("coverage"),
             data_version=dg.DataVersion(cov_rec.version),
-            metadata={**md.store_metadata(cov_rec), **md.coverage_metadata(result.coverage)},
+            metadata={
+                **md.table_metadata(cov_df, cov_rec),
+                **md.as_metadata({**coverage, **extras}),
+                "preview": md.preview(cov_df, [c for c in cov_df if not isinstance(cov_df[c].iloc[0], bytes)]),
+                "rounds_plot": md.image(rounds_plot(history), "metrics across rounds"),
+            },
         )
         yield dg.MaterializeResult(
             asset_key=ts_key,
@@ -343,6 +375,7 @@ def build_pipeline_assets(
             },
         )
         yield from _training_set_checks(ts_key, spec, previous, result.training_set)
+        yield from _coverage_checks(keys.key("coverage"), spec, coverage)
 
     assets.append(round_)
     return assets
@@ -371,10 +404,6 @@ class _LazyGenerators(dict):
             return self[name]
         except KeyError:
             return default
-
-
-def _optional_embedder(res: EmbedderResource, spec: PipelineSpec):
-    return seed_map_stage.embedder_or_none(res.get)
 
 
 def _real_rows_for_round(
@@ -429,3 +458,33 @@ def _training_set_checks(ts_key: dg.AssetKey, spec: PipelineSpec, previous, trai
     yield dg.AssetCheckResult(
         asset_key=ts_key, check_name="unique_ids", passed=dup == 0, metadata={"duplicate_ids": dup}
     )
+
+
+# Diversity gates: (check name, spec field, coverage key, comparison) — defined only when the spec sets a threshold.
+_COVERAGE_GATES = (
+    ("min_vendi", "min_vendi", "vendi", lambda v, t: v >= t),
+    ("max_kl", "max_kl", "kl_seed_vs_synthetic", lambda v, t: v <= t),
+    ("max_under_covered", "max_under_covered", "under_covered_clusters", lambda v, t: v <= t),
+)
+
+
+def _coverage_check_specs(cov_key: dg.AssetKey, spec: PipelineSpec) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=cov_key, description=f"Cumulative {metric} against diversity.{field}.")
+        for name, field, metric, _ in _COVERAGE_GATES
+        if getattr(spec.diversity, field) is not None
+    ]
+
+
+def _coverage_checks(cov_key: dg.AssetKey, spec: PipelineSpec, coverage: dict[str, Any]):
+    for name, field, metric, ok in _COVERAGE_GATES:
+        threshold = getattr(spec.diversity, field)
+        if threshold is None:
+            continue
+        value = coverage.get(metric)
+        yield dg.AssetCheckResult(
+            asset_key=cov_key,
+            check_name=name,
+            passed=value is not None and bool(ok(value, threshold)),
+            metadata={"value": "not measured (no embedder)" if value is None else value, "threshold": threshold},
+        )

@@ -142,11 +142,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def coverage_metadata(coverage: dict[str, Any]) -> dict[str, Any]:
+def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """Stage outputs as Dagster metadata: PNG bytes as images, tables as markdown, containers as JSON."""
     out: dict[str, Any] = {}
-    for k, v in coverage.items():
+    for k, v in values.items():
         if isinstance(v, bytes):
-            out[k] = dg.MetadataValue.md(_png_markdown(v))
+            out[k] = image(v, k)
+        elif isinstance(v, pd.DataFrame):
+            out[k] = dg.MetadataValue.md(v.to_markdown(index=False))
         elif isinstance(v, bool | int | float | str) or v is None:
             out[k] = v if v is not None else "none"
         else:
@@ -154,10 +157,12 @@ def coverage_metadata(coverage: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _png_markdown(png: bytes) -> str:
+def image(png: bytes, alt: str = "plot") -> dg.MetadataValue:
+    """A PNG the Dagster UI shows: markdown with a data: URI renders as a picture under [Show Markdown]
+    (checked in a real webserver by tests/test_ui.py); path and url metadata only render as text or links."""
     import base64
 
-    return f"![plot](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def provenance_metadata(training_set: pd.DataFrame) -> dict[str, Any]:

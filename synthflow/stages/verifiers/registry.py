@@ -35,6 +35,7 @@ _BUILTIN_MODULES = (
     "synthflow.stages.verifiers.math_answer",
     "synthflow.stages.verifiers.code_tests",
     "synthflow.stages.verifiers.python_fn",
+    "synthflow.stages.verifiers.semantic_dedup",
 )
 _loaded = False
 
