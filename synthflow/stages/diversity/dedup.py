@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthflow.stages.diversity.vectors import load_faiss, unit_rows
+
 
 @dataclass
 class DedupResult:
@@ -30,24 +32,6 @@ class DedupResult:
     @property
     def rate(self) -> float:
         return self.n_removed / len(self.keep) if len(self.keep) else 0.0
-
-
-def _unit_rows(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """float32, unit rows; no copy when the input already is (a million rows is 1.5 GB)."""
-    x = np.asarray(x)
-    if x.dtype == np.float32 and x.flags.c_contiguous:
-        ok = all(
-            np.allclose(np.einsum("ij,ij->i", x[s : s + chunk], x[s : s + chunk]), 1.0, atol=1e-4)
-            for s in range(0, len(x), chunk)
-        )
-        if ok:
-            return x
-    x = np.array(x, dtype=np.float32, order="C")
-    for s in range(0, len(x), chunk):
-        part = x[s : s + chunk]
-        norms = np.linalg.norm(part, axis=1, keepdims=True)
-        part /= np.where(norms > 0, norms, 1.0)
-    return x
 
 
 class _Edges:
@@ -128,7 +112,7 @@ def semantic_dedup(
     seed: int = 0,
 ) -> DedupResult:
     """First-come greedy dedup of `vectors` at cosine `threshold`; exact below `exact_below` rows."""
-    x = _unit_rows(vectors)
+    x = unit_rows(vectors)
     n = len(x)
     edges = _Edges(threshold, per_row)
     if n <= exact_below or n < 4:
@@ -139,7 +123,7 @@ def semantic_dedup(
             edges.add(x[start:stop] @ x[:stop].T, positions[start:stop], positions[:stop], diagonal=start)
         return _greedy(n, *edges.arrays())
 
-    import faiss
+    faiss = load_faiss()
 
     k = buckets or max(2, round(math.sqrt(n)))
     # 64 training points per bucket are plenty to place the bucket walls; more only costs time.

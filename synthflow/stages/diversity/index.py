@@ -11,15 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthflow.stages.diversity.vectors import load_faiss, unit_rows
+
 KINDS = ("reference", "synthetic")
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass
@@ -38,7 +32,7 @@ class SimilarityIndex:
     """Rows of two kinds, "reference" (seed and real data) and "synthetic" (accepted rows), searchable by cosine."""
 
     def __init__(self, dim: int):
-        import faiss
+        faiss = load_faiss()
 
         self.dim = dim
         self._index = {kind: faiss.IndexFlatIP(dim) for kind in KINDS}
@@ -66,7 +60,7 @@ class SimilarityIndex:
 
     def add(self, vectors: np.ndarray, ids: Sequence, kind: str) -> None:
         kind = self._check(kind)
-        x = _unit(vectors)
+        x = unit_rows(vectors)
         ids = list(ids)
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
@@ -79,7 +73,7 @@ class SimilarityIndex:
 
     def nearest(self, vectors: np.ndarray, kinds: Iterable[str] = KINDS) -> Nearest:
         """The single nearest row among `kinds` for each query vector."""
-        q = _unit(vectors)
+        q = unit_rows(vectors)
         n = len(q)
         best = Nearest(
             similarity=np.full(n, -np.inf, dtype=np.float32),
@@ -108,7 +102,7 @@ def within_batch(vectors: np.ndarray, threshold: float, skip: np.ndarray | None 
     that similarity reaches `threshold`, else -1, and that similarity (-inf when no earlier row); rows flagged in `skip` (already rejected for another
     reason) are never kept and never make another row a duplicate.
     """
-    x = _unit(vectors)
+    x = unit_rows(vectors)
     n = len(x)
     dup = np.full(n, -1, dtype=np.int64)
     best = np.full(n, -np.inf, dtype=np.float32)

@@ -15,30 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synthflow.stages.diversity.vectors import count_distinct, load_faiss, unit_rows
+
 
 def choose_k(n: int) -> int:
     """k for a seed of n rows when the spec leaves it out: about sqrt(n/2), between 2 and 50, never above n."""
     return int(min(n, max(2, min(50, round(math.sqrt(n / 2))))))
 
 
-def _as_matrix(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array of embeddings, got shape {x.shape}")
-    return x
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 def similarities_to(embeddings: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(label, cosine similarity) of each row's nearest centroid, by inner product on normalized vectors."""
-    import faiss
+    faiss = load_faiss()
 
-    x = _as_matrix(embeddings)
-    c = _normalized(_as_matrix(centroids))
+    x = unit_rows(embeddings)
+    c = unit_rows(centroids)
     if len(x) == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     index = faiss.IndexFlatIP(c.shape[1])
@@ -194,20 +184,21 @@ def build_seed_map(
     `restarts` runs (highest mean cosine to the assigned centroid) is kept, because topics with sub-structure
     (templates, sub-topics) otherwise end in a local optimum that splits one topic and merges two others.
     """
-    import faiss
+    faiss = load_faiss()
 
-    x = _normalized(_as_matrix(embeddings))
+    x = unit_rows(embeddings)
     ids = np.asarray(list(ids), dtype=object)
     if len(ids) != len(x):
         raise ValueError(f"{len(ids)} ids for {len(x)} embeddings")
     if len(x) == 0:
         raise ValueError("cannot build a seed map from an empty seed")
-    distinct = len(np.unique(x, axis=0)) if len(x) <= 200_000 else len(x)
-    k = min(choose_k(len(x)) if k is None else int(k), distinct)
+    k = choose_k(len(x)) if k is None else int(k)
+    # Fewer distinct rows than k would leave clusters empty; only small seeds can have that few.
+    k = min(k, count_distinct(x, limit=max(20_000, 100 * k)))
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k == 1:
-        centroids = _normalized(x.mean(axis=0, keepdims=True))
+        centroids = unit_rows(x.mean(axis=0, keepdims=True))
     else:
         rng = np.random.default_rng(seed)
         sample = x[rng.choice(len(x), 20_000, replace=False)] if len(x) > 20_000 else x
@@ -218,7 +209,7 @@ def build_seed_map(
             km = faiss.Kmeans(x.shape[1], len(init), niter=niter, seed=seed + attempt, spherical=True, verbose=False)
             km.cp.min_points_per_centroid = 1  # small seeds are fine for us; silences faiss's warning
             km.train(sample, init_centroids=init)
-            cand = _normalized(km.centroids.astype(np.float32))
+            cand = unit_rows(km.centroids.astype(np.float32))
             score = float(similarities_to(sample, cand)[1].mean())
             if score > best_score:
                 best_score, centroids = score, cand
