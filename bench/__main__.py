@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("generation", "diversity", "collapse")
+SUITES = ("generation", "resume", "diversity", "collapse")
 
 
 def main(argv: list[str]) -> int:

@@ -94,6 +94,8 @@ class RoundsSpec(Strict):
     cron: str = "0 0 * * *"  # one round a day by default
     start: str = "2026-01-01"
     timezone: str = "UTC"
+    # Declarative automation: on_seed_change starts the next round when the seed's data version changes.
+    automation: Literal["none", "on_seed_change"] = "none"
 
     @field_validator("cron")
     @classmethod
@@ -123,6 +125,7 @@ class GenerateSpec(Strict):
     rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
     candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
     batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
+    store_every: int = Field(default=8, ge=1)  # results per cache chunk: a killed round loses at most this many
     sampling: SamplingSpec = SamplingSpec()
 
     @field_validator("prompt", "system")

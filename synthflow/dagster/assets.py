@@ -98,8 +98,8 @@ def build_pipeline_assets(
         spec.rounds.automation,
         seed_key=keys.key("seed"),
         seed_map_key=keys.key("seed_map"),
+        candidates_key=keys.key("candidates"),
         training_set_key=keys.key("training_set"),
-        siblings=[keys.key(n) for n in ROUND_OUTPUTS if n != "training_set"],
     )
 
     # -- p/seed ----------------------------------------------------------------------------------------------
@@ -296,7 +296,8 @@ def build_pipeline_assets(
         seed_df = store.read(store_name, "seed")
         real_df = _real_rows_for_round(store, store_name, spec, seed_df, parts, part, r)
         generator = gen_res.get(context.log)
-        cache = ResultCache(store, store_name)  # one cache for the round's generator and its verifiers' judges
+        # One cache for the round's generator and its verifiers' judges.
+        cache = ResultCache(store, store_name, chunk_size=spec.generate.store_every)
         embedder = seed_map_stage.embedder_or_none(emb_res.get)
         prev_synth = previous[previous["_source"] == "synthetic"] if previous is not None else None
         planner = seed_map_stage.planner(store, store_name, spec, seed_df, embedder, prev_synth)
