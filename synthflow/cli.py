@@ -1,4 +1,4 @@
-"""The `synthflow` command line: validate, run, versions, ui, smoke-model."""
+"""The `synthflow` command line: validate, run, versions, export, ui, smoke-model."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def main() -> None:
       synthflow validate assets/*.yaml
       synthflow run assets/math_word_problems.yaml --rounds 2
       synthflow versions assets/math_word_problems.yaml training_set
+      synthflow export assets/math_word_problems.yaml --to ./exports/math
       synthflow ui
     """
 
@@ -128,20 +129,66 @@ def versions(spec_path: str, asset: str, partition: str | None, profile: str | N
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True)
-@click.option("--profile", "-p", default=None)
-def ui(port: int, profile: str | None) -> None:
-    """Open the Dagster UI on definitions.py with the local instance (dagster dev).
+@click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to", "to", default=None, help="fsspec URL to write to (default: export.url of the spec).")
+@click.option("--partition", default=None, help="Round partition to export (default: the latest round).")
+@click.option("--profile", "-p", default=None, help="Resource profile whose store holds the training sets.")
+def export(spec_path: str, to: str | None, partition: str | None, profile: str | None) -> None:
+    """Export a round's training set with its dataset card, through the Dagster instance.
+
+    Without --to the spec's `export:` section says where (a URL, or hub_repo with the token in HF_TOKEN). A URL
+    ending in .parquet gets one Parquet file; any other URL a Hugging Face dataset (save_to_disk) and README.md.
 
     \b
-    Example:
-      synthflow ui --port 3000
+    Examples:
+      synthflow export assets/math_word_problems.yaml
+      synthflow export assets/math_word_problems.yaml --to ./exports/math
+      synthflow export assets/math_word_problems.yaml --to s3://bucket/math.parquet --partition 2026-01-02
     """
+    from synthflow.dagster.export import run_export
+    from synthflow.stages.export import ExportError
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    _use_local_dagster_home()
+    try:
+        done = run_export(spec, to=to, partition=partition, profile=profile)
+    except ExportError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"exported round {done.round} ({done.partition}) of {spec.name}: {done.rows} rows to {done.location}; "
+        f"card at {done.card_location}"
+    )
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--profile", "-p", default=None, help="Resource profile (default: $SYNTHFLOW_PROFILE or local).")
+def ui(port: int, host: str, profile: str | None) -> None:
+    """Open the Dagster UI (dagster dev) on definitions.py with the local instance in .synthflow/dagster.
+
+    Runs started with `synthflow run` show up there; schedules (one per pipeline, stopped until you turn it on)
+    and automation are under Automation. Run it in the project folder (where definitions.py is).
+
+    \b
+    Examples:
+      synthflow ui
+      synthflow ui --port 3001 --profile smoke
+    """
+    if not Path("definitions.py").exists():
+        click.echo("error: no definitions.py here; run `synthflow ui` in the project folder", err=True)
+        sys.exit(2)
     _use_local_dagster_home()
     if profile:
         os.environ["SYNTHFLOW_PROFILE"] = profile
     os.execvp(
-        sys.executable, [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-p", str(port)]
+        sys.executable,
+        [sys.executable, "-m", "dagster", "dev", "-f", "definitions.py", "-h", host, "-p", str(port)],
     )
 
 

@@ -211,7 +211,8 @@ def build_pipeline_assets(
             store.write(store_name, seed_map_stage.CLUSTERS_TABLE, tables["clusters"])
         rec = store.write(store_name, "seed_map", tables["assignments"])
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(rec.version), metadata={**md.store_metadata(rec), **md.as_metadata(meta)}
+            data_version=dg.DataVersion(rec.version),
+            metadata={**md.table_metadata(tables["assignments"], rec), **md.as_metadata(meta)},
         )
 
     assets.append(seed_map)

@@ -10,7 +10,9 @@ from pathlib import Path
 import dagster as dg
 
 from synthflow.dagster.assets import build_pipeline_assets
+from synthflow.dagster.export import export_assets
 from synthflow.dagster.resources import resources_for_profile
+from synthflow.dagster.schedules import schedule_defs
 from synthflow.profiles import Profile, load_profile
 from synthflow.spec import PipelineSpec, load_spec
 
@@ -22,6 +24,11 @@ def _fingerprint(profile: Profile | None, spec: PipelineSpec) -> str:
     g = profile.generators.get(spec.generate.generator)
     blob = json.dumps(g.model_dump(mode="json") if g else None, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _gpus(profile: Profile | None) -> int:
+    """GPUs a round step asks Kubernetes for: only profiles that declare `gpus:` (CPU profiles leave it out)."""
+    return profile.gpus if profile is not None and "gpus" in profile.model_fields_set else 0
 
 
 def build_pipeline_defs(
@@ -51,10 +58,12 @@ def build_pipeline_defs(
     )
     prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
     assets = build_pipeline_assets(
-        spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec)
+        spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec), gpus=_gpus(prof)
     )
+    assets += export_assets(spec, prefix, group)
+    jobs, schedules = schedule_defs(spec, prefix, _gpus(prof))
     resources = resources_for_profile(prof) if prof is not None and include_resources else None
-    return dg.Definitions(assets=assets, resources=resources)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
 
 
 def load_project_defs(project_root: str | Path, profile: str | None = None) -> dg.Definitions:
