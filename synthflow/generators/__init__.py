@@ -42,12 +42,19 @@ def _openai(model: str, **options: Any) -> Generator:
     return OpenAIGenerator(model, **options)
 
 
+def _python(model: str, **options: Any) -> Generator:
+    from synthflow.generators.python_backend import PythonGenerator
+
+    return PythonGenerator(model, **options)
+
+
 # Imported lazily: a profile that uses one backend never imports the others (vLLM alone takes seconds to import).
 BACKENDS: dict[str, Callable[..., Generator]] = {
     "transformers": _transformers,
     "smoke": _smoke,
     "vllm": _vllm,
     "openai": _openai,
+    "python": _python,
 }
 
 

@@ -6,6 +6,7 @@ calls `run_round` and writes the four outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from synthflow.stages.cache import ResultCache
 from synthflow.stages.coverage import round_counts
 from synthflow.stages.generate import GenerationStats, run_generation
 from synthflow.stages.parse import candidates_frame, parse_outputs
-from synthflow.stages.prompts import build_request
+from synthflow.stages.prompts import build_request, prompt_hash
 from synthflow.stages.verifiers import VerifyContext, run_chain
 from synthflow.stages.verifiers.registry import build as build_verifier
 
@@ -74,6 +75,8 @@ class RoundInputs:
     planner: PromptPlanner | None = None
     log: Callable[[str], None] = lambda msg: None
     progress: Callable[[int, int], None] | None = None
+    # Every synthetic row accepted in rounds < r (kept or not): accumulate_subsample draws from it when given.
+    pool: pd.DataFrame | None = None
 
 
 @dataclass
@@ -86,6 +89,7 @@ class RoundOutput:
     training_set: pd.DataFrame
     stop_reason: str
     stats: GenerationStats
+    new_synthetic: pd.DataFrame | None = None  # this round's accepted rows with provenance, kept or not
 
     @property
     def accepted(self) -> pd.DataFrame:
@@ -111,8 +115,11 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     budget = spec.generate.budget
     verifiers = [build_verifier(v) for v in spec.verify]
     planner = inp.planner or UniformPlanner(inp.seed, spec.generate.few_shot)
+    # Only verifiers read the earlier synthetic rows; filtering a pool of millions of rows is not free.
     prev_synth = (
-        inp.previous[inp.previous["_source"] == "synthetic"] if inp.previous is not None else pd.DataFrame()
+        inp.previous[inp.previous["_source"] == "synthetic"]
+        if inp.previous is not None and verifiers
+        else pd.DataFrame()
     )
     ctx = VerifyContext(
         spec=spec,
@@ -122,26 +129,35 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         embedder=inp.embedder,
         log=inp.log,
     )
+    # Generators that fit on the data (the python backend) see the previous round before anything is asked.
+    if hasattr(inp.generator, "prepare_round"):
+        inp.generator.prepare_round(inp.previous, inp.real, inp.round_index)
+    table_rows = getattr(inp.generator, "table_rows", False)
     stats = GenerationStats()
     cand_frames: list[pd.DataFrame] = []
     verified_frames: list[pd.DataFrame] = []
     accepted = generated = batch_index = 0
     while accepted < wanted and generated < budget:
-        n = _next_batch_size(spec, wanted, accepted, generated)
-        rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
-        plan = planner.plan(n, rng)
-        requests = [
-            build_request(
-                spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t
+        if table_rows:
+            parsed, batch_stats = _table_batch(inp, min(wanted, budget - generated), batch_index, generated)
+            cands = parsed.drop(columns=["_output"])
+        else:
+            n = _next_batch_size(spec, wanted, accepted, generated)
+            rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
+            plan = planner.plan(n, rng)
+            requests = [
+                build_request(
+                    spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t
+                )
+                for i, (t, ex) in enumerate(plan)
+            ]
+            results, batch_stats = run_generation(
+                requests, inp.generator, inp.cache, progress=_offset(inp.progress, generated, budget)
             )
-            for i, (t, ex) in enumerate(plan)
-        ]
-        results, batch_stats = run_generation(
-            requests, inp.generator, inp.cache, progress=_offset(inp.progress, generated, budget)
-        )
+            cands = candidates_frame(requests, results, round_index=inp.round_index)
+            parsed = parse_outputs(cands, spec)
         stats.merge(batch_stats)
-        cands = candidates_frame(requests, results, round_index=inp.round_index)
-        verified = run_chain(parse_outputs(cands, spec), verifiers, ctx)
+        verified = run_chain(parsed, verifiers, ctx)
         # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
         over = verified.index[verified["accepted"]][max(0, wanted - accepted) :]
         verified.loc[over, ["accepted", "rejected_by", "reject_reason"]] = [
@@ -177,8 +193,11 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         else pd.DataFrame()
     )
     data_columns = _data_columns(spec)
+    model_version = getattr(inp.generator, "model_version", None)
     new_synth = (
-        synthetic_rows(verified_all, data_columns, [v.name for v in verifiers]) if len(verified_all) else None
+        synthetic_rows(verified_all, data_columns, [v.name for v in verifiers], model_version)
+        if len(verified_all)
+        else None
     )
     if new_synth is None:
         new_synth = inp.real.iloc[0:0]
@@ -189,6 +208,8 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         new_synthetic=new_synth,
         round_index=inp.round_index,
         seed=spec.generate.sampling.seed,
+        group_by=getattr(inp.generator, "group_by", ()),
+        pool=inp.pool,
     )
     coverage = {
         "round": inp.round_index,
@@ -201,7 +222,41 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         "training_real_rows": int((training_set["_source"] == "real").sum()),
         "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
     }
-    return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats)
+    if hasattr(inp.generator, "report"):
+        coverage.update(inp.generator.report(training_set, inp.real, inp.round_index))
+    return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats, new_synth)
+
+
+def _table_batch(
+    inp: RoundInputs, n: int, batch_index: int, generated: int
+) -> tuple[pd.DataFrame, GenerationStats]:
+    """One request for a block of `n` rows from a generator that answers with tables (the python backend).
+
+    The row count is in the messages, so it is part of the cache key; the request's seed depends on the round and
+    the block only, so a resumed round asks for, and gets, the same rows.
+    """
+    from synthflow.generators.python_backend import table_candidates
+
+    spec = inp.spec
+    base = build_request(spec, inp.seed.iloc[0:0], round_index=inp.round_index, candidate_index=batch_index)
+    messages = (*base.messages, ("user", f"rows: {n}"))
+    request = dataclasses.replace(
+        base,
+        messages=messages,
+        sample_index=batch_index,
+        meta={**base.meta, "rows": n, "prompt_hash": prompt_hash(messages)},
+    )
+    results, stats = run_generation([request], inp.generator, inp.cache, progress=inp.progress)
+    parsed = table_candidates(
+        request,
+        results[0],
+        round_index=inp.round_index,
+        first_index=generated,
+        output_schema=spec.generate.output_schema,
+        text_columns=spec.seed.text_columns,
+        for_verifiers=bool(spec.verify),
+    )
+    return parsed, stats
 
 
 def _offset(

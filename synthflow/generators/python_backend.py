@@ -1,0 +1,381 @@
+"""The `python` backend: a user function `module:function` that fits a model on the training set and samples rows.
+
+This is how the self-consuming loop and statistical or tabular generators plug in. A profile entry:
+
+    generators:
+      collapse:
+        backend: python
+        model: synthflow.collapse.study:generate      # module:function (a module beside the spec is found too)
+        options:
+          group_by: [run]                             # independent loops carried as a column (optional)
+          report: synthflow.collapse.study:report     # numbers and plots for p/coverage (optional)
+          runs: 20                                    # anything else reaches the function as ctx.params
+
+Protocol: before a round the loop calls `prepare_round(previous, real, round_index)`. A request then asks for a
+block of rows (`meta["rows"]`; the count is also in the messages, so it is part of the cache key) and gets them as
+one result whose text is a table (`encode_rows` / `decode_rows`). The function receives a `PythonContext` and
+returns a DataFrame or a list of dicts with exactly `ctx.n` rows in the spec's output schema, sampled with
+`ctx.rng`, so the rows depend only on (the fit data, the round, the request's seed).
+
+Why the fit data's hash is in `model_id`: the request cache keys results by model_id, so rows sampled from a fit
+on another training set (a re-run upstream round, new real rows) are a different model's output and can never be
+served from the cache for this one. `model_version` hashes the function's module source and parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback
+from synthflow.text import text_hash
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+TABLE_FORMAT = "synthflow.table/1"
+
+
+class PythonGeneratorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PythonContext:
+    """What the user function gets.
+
+    previous: the training set of round r-1 (None in round 1); real: every real row known at round r;
+    training_set: what to fit on (previous, or the real rows in round 1); n: rows to return; seed / rng: the
+    request's randomness; block: which block of the round this is (0 unless verifiers rejected rows);
+    params: the profile's options; group_by: the columns naming independent loops (e.g. `run`).
+    """
+
+    previous: pd.DataFrame | None
+    real: pd.DataFrame
+    round_index: int
+    n: int
+    seed: int
+    block: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
+
+    @property
+    def training_set(self) -> pd.DataFrame:
+        return self.previous if self.previous is not None else self.real
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the optional report function gets after the round: the round's new training set."""
+
+    training_set: pd.DataFrame
+    real: pd.DataFrame
+    round_index: int
+    params: dict[str, Any] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
+
+
+def load_target(target: str, search: Sequence[Path] = ()) -> Callable[..., Any]:
+    """Import `module:function`; modules in the `search` folders (the spec's folder) are found too."""
+    if not _TARGET.match(target):
+        raise PythonGeneratorError(f"python generator {target!r}: expected 'module:function'")
+    module_name, _, attr = target.partition(":")
+    added = [str(p) for p in search if str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise PythonGeneratorError(f"python generator {target}: cannot import {module_name!r}: {e}") from e
+    finally:
+        for p in added:
+            sys.path.remove(p)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise PythonGeneratorError(f"python generator {target}: {module_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise PythonGeneratorError(f"python generator {target}: {attr!r} is not callable")
+    return obj
+
+
+def code_version(functions: Sequence[Callable[..., Any]], params: dict[str, Any]) -> str:
+    """Hash of the functions' module sources and the parameters: a changed generator is a new model version."""
+    sources = []
+    for fn in functions:
+        module = inspect.getmodule(fn)
+        try:
+            sources.append(inspect.getsource(module) if module is not None else repr(fn))
+        except (OSError, TypeError):
+            sources.append(getattr(fn, "__qualname__", repr(fn)))
+    blob = json.dumps({"sources": sources, "params": params}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def fit_hash(*frames: pd.DataFrame | None) -> str:
+    """Hash of what a fit can see: every data column (names not starting with `_`), the source and the round.
+
+    Provenance strings (ids, hashes, model names) are left out on purpose: they do not change a fit, and hashing
+    millions of them every round would cost more than the fit.
+    """
+    h = hashlib.sha256()
+    for df in frames:
+        if df is None:
+            h.update(b"-")
+            continue
+        cols = sorted(str(c) for c in df.columns if not str(c).startswith("_"))
+        h.update(json.dumps([cols, len(df)]).encode())
+        if not len(df):
+            continue
+        arrays = [df[c] for c in cols]
+        if "_source" in df.columns:
+            arrays.append(pd.Series((df["_source"] == "real").to_numpy()))
+        if "_round" in df.columns:
+            arrays.append(df["_round"])
+        for col in arrays:
+            if col.dtype.kind in "biuf" and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+                h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
+            else:
+                h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+_RESERVED = ("group_by", "report", "search_path")
+
+
+class PythonGenerator:
+    """Generator protocol over a user function; see the module docstring for the contract."""
+
+    table_rows = True  # one request is answered with a table of rows (the round loop asks in blocks)
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        group_by: Sequence[str] = (),
+        report: str | None = None,
+        search_path: Sequence[str] = (),
+        **params: Any,
+    ):
+        search = [Path(p) for p in search_path]
+        self.target = model
+        self.params = params
+        self.group_by = tuple(group_by)
+        self._fn = load_target(model, search)
+        self._report_target = report
+        self._report = load_target(report, search) if report else None
+        self.model_version = code_version([f for f in (self._fn, self._report) if f], params)
+        self._prepared: dict[str, Any] | None = None
+        self._fit_hash = "unfit"
+
+    @property
+    def model_id(self) -> str:
+        return f"python:{self.target}@{self.model_version}/fit-{self._fit_hash}"
+
+    @property
+    def label(self) -> str:
+        return f"python:{self.target}"
+
+    def prepare_round(self, previous: pd.DataFrame | None, real: pd.DataFrame, round_index: int) -> None:
+        self._prepared = {"previous": previous, "real": real, "round_index": round_index}
+        self._fit_hash = f"{fit_hash(previous, real)}-r{round_index}"
+
+    def generate(
+        self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        reqs = list(requests)
+        if reqs and self._prepared is None:
+            raise PythonGeneratorError(
+                f"python generator {self.target}: prepare_round() was not called; the python backend fits on the "
+                "previous training set, so it runs inside a round"
+            )
+        model = self.model_id
+        for done, req in enumerate(reqs, start=1):
+            n = int(req.meta.get("rows", 1))
+            ctx = PythonContext(
+                **self._prepared,
+                n=n,
+                seed=req.seed,
+                block=req.sample_index,
+                params=dict(self.params),
+                group_by=self.group_by,
+            )
+            # A failing user function fails the round loudly: unlike a flaky sample, retrying cannot fix it.
+            text = encode_rows(_as_frame(self._fn(ctx), n, self.target))
+            yield req, GenerationResult(key="", text=text, model=model, finish_reason="stop")
+            if progress is not None:
+                progress(done, len(reqs))
+
+    def report(self, training_set: pd.DataFrame, real: pd.DataFrame, round_index: int) -> dict[str, Any]:
+        if self._report is None:
+            return {}
+        out = self._report(ReportContext(training_set, real, round_index, dict(self.params), self.group_by))
+        if not isinstance(out, dict):
+            raise PythonGeneratorError(
+                f"report function {self._report_target} returned {type(out).__name__}; expected a dict"
+            )
+        return out
+
+    def close(self) -> None:
+        self._prepared = None
+
+
+def _as_frame(returned: Any, n: int, target: str) -> pd.DataFrame:
+    if isinstance(returned, list):
+        returned = pd.DataFrame.from_records(returned)
+    if not isinstance(returned, pd.DataFrame):
+        raise PythonGeneratorError(
+            f"{target} returned {type(returned).__name__}; expected a DataFrame or a list of dicts"
+        )
+    if len(returned) != n:
+        raise PythonGeneratorError(f"{target} returned {len(returned)} rows; {n} were asked for")
+    return returned.reset_index(drop=True)
+
+
+def encode_rows(frame: pd.DataFrame) -> str:
+    """A table as JSON. Numeric columns travel as base64 of their little-endian bytes: every bit survives and
+    encoding costs nanoseconds a value (JSON float text costs a microsecond); other columns are JSON lists."""
+    columns: dict[str, Any] = {}
+    for c in frame.columns:
+        col = frame[c]
+        if (pd.api.types.is_float_dtype(col) or pd.api.types.is_integer_dtype(col)) and not isinstance(
+            col.dtype, pd.api.extensions.ExtensionDtype
+        ):
+            arr = np.ascontiguousarray(col.to_numpy()).astype(col.dtype.newbyteorder("<"), copy=False)
+            if arr.dtype.kind == "f":
+                arr = np.where(np.isfinite(arr), arr, np.nan)  # infinities are no valid value: null them
+            columns[str(c)] = {"dtype": arr.dtype.str, "base64": base64.b64encode(arr.tobytes()).decode()}
+        else:
+            columns[str(c)] = [_plain(v) for v in col.tolist()]
+    return json.dumps({"format": TABLE_FORMAT, "rows": len(frame), "columns": columns}, allow_nan=False)
+
+
+def decode_rows(text: str) -> pd.DataFrame:
+    obj = json.loads(text)
+    if not isinstance(obj, dict) or obj.get("format") != TABLE_FORMAT:
+        raise PythonGeneratorError("not a table written by the python backend")
+    columns = {
+        k: np.frombuffer(base64.b64decode(v["base64"]), dtype=np.dtype(v["dtype"]))
+        if isinstance(v, dict)
+        else v
+        for k, v in obj["columns"].items()
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(obj["rows"]))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def table_candidates(
+    request: GenerationRequest,
+    result: GenerationResult,
+    *,
+    round_index: int,
+    first_index: int,
+    output_schema: dict[str, Any],
+    text_columns: Sequence[str],
+    for_verifiers: bool,
+) -> pd.DataFrame:
+    """One candidate row per table row, already parsed: the columns `parse_outputs` gives for text candidates.
+
+    Types are checked column-wise (not row by row) because statistical generators return thousands of rows a
+    request; a value that does not fit its declared type is a parse error on its row, as for text candidates.
+    """
+    props = output_schema["properties"]
+    required = set(output_schema.get("required", ()))
+    if result.error:
+        rows = pd.DataFrame({f: [None] for f in props})
+        errors = np.array([f"generation failed: {result.error}"], dtype=object)
+    else:
+        rows = decode_rows(result.text)
+        unknown = sorted(set(rows.columns) - set(props))
+        if unknown:
+            raise PythonGeneratorError(
+                f"{result.model}: returned columns {unknown} that the spec's output_schema does not declare"
+            )
+        errors = np.full(len(rows), None, dtype=object)
+    n = len(rows)
+    out = pd.DataFrame(
+        {
+            "candidate_id": [f"{result.key[:20]}-{i}" for i in range(n)],
+            "round": round_index,
+            "candidate_index": np.arange(first_index, first_index + n),
+            "target_cluster": -1,
+            "exemplar_ids": "[]",
+            "prompt_hash": request.meta.get("prompt_hash"),
+            "messages": json.dumps([list(m) for m in request.messages], ensure_ascii=False),
+            "sampling": json.dumps(request.sampling.as_dict(), sort_keys=True),
+            "seed": request.seed,
+            "sample_index": request.sample_index,
+            "model": result.model,
+            "raw_text": None,
+            "finish_reason": result.finish_reason,
+            "error": result.error,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
+    )
+    for f, schema in props.items():
+        raw = rows[f] if f in rows.columns else pd.Series([None] * n, dtype=object)
+        values, bad = _typed(raw, schema.get("type"))
+        missing = pd.isna(values) if f in required else np.zeros(n, bool)
+        for mask, why in ((bad, f"{f}: not a valid {schema.get('type')}"), (missing, f"{f}: missing")):
+            hit = np.asarray(mask) & (errors == None)  # noqa: E711 (element-wise on an object array)
+            errors[hit] = why
+        out[f] = values
+    # What only verifiers read (the parsed object, the text hash) is left empty when the spec has none: building
+    # them costs more than the whole fit-and-sample step of a statistical generator.
+    out["_output"] = out[list(props)].to_dict("records") if for_verifiers else None
+    out["parse_error"] = errors
+    text = None
+    for c in text_columns:
+        col = out[c].astype(object).where(out[c].notna(), "").astype(str) if c in out.columns else ""
+        text = col if text is None else text + "\n" + col
+    out["_text"] = text if text is not None else ""
+    out["_text_hash"] = [text_hash(t) for t in out["_text"]] if for_verifiers else None
+    return out
+
+
+def _typed(col: pd.Series, kind: Any) -> tuple[Any, np.ndarray]:
+    """The column in its declared JSON type and a mask of the values that do not fit it."""
+    if isinstance(kind, list):  # ["number", "null"]: nullable; `required` says whether a value must be there
+        kind = next((k for k in kind if k != "null"), None)
+    present = col.notna().to_numpy()
+    if kind in ("number", "integer"):
+        is_bool = col.map(lambda v: isinstance(v, bool)).to_numpy() if col.dtype == object else False
+        num = pd.to_numeric(col.where(~is_bool) if col.dtype == object else col, errors="coerce")
+        bad = present & (num.isna().to_numpy() | is_bool)
+        if kind == "integer":
+            frac = num.notna() & (num % 1 != 0)
+            bad |= frac.to_numpy()
+            num = num.where(~frac)
+            return (
+                num.astype("int64") if not num.isna().any() else num.astype(object).where(num.notna(), None)
+            ), bad
+        return num.astype(float), bad
+    if kind == "boolean":
+        ok = col.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy()
+        return col.where(ok, None), present & ~ok
+    if kind == "string":
+        ok = col.map(lambda v: isinstance(v, str)).to_numpy()
+        return col.where(ok, None), present & ~ok
+    return col.map(lambda v: None if v is None else json.dumps(v, sort_keys=True)), np.zeros(len(col), bool)
