@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", default="C1,C2,C3,C4,C5,C6", help="comma-separated criteria")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every arm's number of runs")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="arms run in parallel")
-    args = p.parse_args(argv)
+    args = p.parse_args([] if argv is None else argv)  # bench/__main__ calls main() with its own argv
     only = [c.strip().upper() for c in args.only.split(",") if c.strip()]
     unknown = sorted(set(only) - set(CHECKS))
     if unknown:
