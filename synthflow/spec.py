@@ -180,6 +180,7 @@ class VerifierSpec(BaseModel):
 class DiversitySpec(Strict):
     """Embedding-space coverage. The round machinery reads these; the diversity stages define the metrics."""
 
+    enabled: bool = True  # off: no embeddings, uniform exemplars, no semantic metrics (e.g. numeric pipelines)
     embedder: str = "embedder"  # name of an embedder in the resource profile
     clusters: int | None = Field(
         default=None, ge=1

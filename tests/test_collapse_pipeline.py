@@ -13,7 +13,7 @@ import pytest
 from synthflow.collapse import data, gaussian
 from synthflow.collapse.loop import LoopConfig, run_loop
 from synthflow.dagster.assets import PipelineKeys
-from synthflow.dagster.runner import RoundFailed, run_rounds
+from synthflow.dagster.runner import run_rounds
 from synthflow.profiles import load_profile
 from synthflow.spec import load_spec
 from synthflow.store import Store
@@ -134,12 +134,7 @@ def test_python_backend_replace_keeps_only_the_round(project):
 def test_collapse_study_example_shows_error_per_policy(project):
     spec = load_spec(project / "assets" / "collapse_study.yaml")
     with dg.instance_for_test() as instance:
-        try:
-            summaries = run_rounds(spec, 2, profile="smoke", project_root=project, instance=instance)
-        except RoundFailed as e:
-            if "UnicodeDecodeError" not in str(e):
-                raise
-            pytest.xfail("the p/coverage table preview cannot show PNG bytes yet (metadata.preview)")
+        summaries = run_rounds(spec, 2, profile="smoke", project_root=project, instance=instance)
         assert [s.synthetic_rows for s in summaries] == [3000, 6000]
         ev = instance.get_latest_materialization_event(PipelineKeys(spec, ()).key("coverage"))
         meta = ev.asset_materialization.metadata

@@ -77,10 +77,10 @@ def test_unknown_verifier_and_bad_param(tmp_path):
     with pytest.raises(SpecError) as e:
         load_spec(p)
     assert "unknown verifier type 'exact_dedupe'" in str(e.value)
-    p2 = _broken(tmp_path, "    min_chars: 40", "    min_chars: 40\n    max_char: 3")
+    p2 = _broken(tmp_path, "    k: 5", "    k: 5\n    samples: 3")
     with pytest.raises(SpecError) as e:
         load_spec(p2)
-    assert "max_char: unknown parameter" in str(e.value)
+    assert "samples: unknown parameter" in str(e.value)
 
 
 def test_invalid_yaml_names_line(tmp_path):

@@ -23,7 +23,7 @@ from synthflow.dagster.resources import (
 from synthflow.progress import reporter
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
-from synthflow.stages.accumulate import real_rows
+from synthflow.stages.accumulate import real_rows, schema_problems
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.generate import CachingGenerator
 from synthflow.stages.round import RoundInputs, run_round
@@ -204,7 +204,7 @@ def build_pipeline_assets(
     )
     def seed_map(context: dg.AssetExecutionContext):
         store: Store = context.resources.synthflow_store.get()
-        embedder = seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get)
+        embedder = seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get, spec)
         seed_df = store.read(store_name, "seed")
         tables, meta = seed_map_stage.build(seed_df, spec, embedder)
         if not tables["clusters"].empty:
@@ -259,6 +259,11 @@ def build_pipeline_assets(
         )
     ts_checks = [
         dg.AssetCheckSpec(
+            "schema",
+            asset=ts_key,
+            description="Declared columns, provenance columns and their types are present.",
+        ),
+        dg.AssetCheckSpec(
             "keeps_previous_rows", asset=ts_key, description="Accumulate never loses a row of r-1."
         ),
         dg.AssetCheckSpec(
@@ -296,10 +301,15 @@ def build_pipeline_assets(
                 )
         seed_df = store.read(store_name, "seed")
         real_df = _real_rows_for_round(store, store_name, spec, seed_df, parts, part, r)
+        pool = (
+            _synthetic_pool(store, store_name, parts, part)
+            if spec.accumulate.policy == "accumulate_subsample"
+            else None
+        )
         generator = gen_res.get(context.log)
         # One cache for the round's generator and its verifiers' judges.
         cache = ResultCache(store, store_name, chunk_size=spec.generate.store_every)
-        embedder = seed_map_stage.embedder_or_none(emb_res.get)
+        embedder = seed_map_stage.embedder_or_none(emb_res.get, spec)
         prev_synth = previous[previous["_source"] == "synthetic"] if previous is not None else None
         planner = seed_map_stage.planner(store, store_name, spec, seed_df, embedder, prev_synth)
         context.log.info(f"round {r} ({part}): generating with {generator.label}")
@@ -315,6 +325,7 @@ def build_pipeline_assets(
                 generators=_LazyGenerators(context, cache),
                 embedder=embedder,
                 planner=planner,
+                pool=pool,
                 log=context.log.info,
                 progress=reporter(f"round {r} generation", context.log.info),
             )
@@ -331,6 +342,12 @@ def build_pipeline_assets(
             store_name,
             parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part)),
         )
+        if (
+            result.new_synthetic is not None
+        ):  # every accepted row, kept or not: the pool later subsamples draw from
+            store.write(
+                store_name, SYNTHETIC_POOL_TABLE, result.new_synthetic.reset_index(drop=True), partition=part
+            )
         ts_rec = store.write(store_name, "training_set", result.training_set, partition=part)
 
         usage = md.usage_metadata(result.stats, generator, gen_res.prices, gen_res.fallback_reason)
@@ -364,7 +381,9 @@ def build_pipeline_assets(
             metadata={
                 **md.table_metadata(cov_df, cov_rec),
                 **md.as_metadata({**coverage, **extras}),
-                "preview": md.preview(cov_df, [c for c in cov_df if not isinstance(cov_df[c].iloc[0], bytes)]),
+                "preview": md.preview(
+                    cov_df, [c for c in cov_df if not isinstance(cov_df[c].iloc[0], bytes)]
+                ),
                 "rounds_plot": md.image(rounds_plot(history), "metrics across rounds"),
             },
         )
@@ -408,6 +427,20 @@ class _LazyGenerators(dict):
             return default
 
 
+SYNTHETIC_POOL_TABLE = "synthetic"
+
+
+def _synthetic_pool(store: Store, store_name: str, parts, part: str) -> pd.DataFrame | None:
+    """Every synthetic row accepted in the rounds before `part` (for accumulate_subsample)."""
+    earlier = parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part))[
+        :-1
+    ]
+    frames = [
+        f for k in earlier if (f := store.read_or_none(store_name, SYNTHETIC_POOL_TABLE, k)) is not None
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def _real_rows_for_round(
     store: Store, store_name: str, spec: PipelineSpec, seed_df, parts, part: str, r: int
 ):
@@ -430,11 +463,14 @@ def _real_rows_for_round(
 
 
 def _training_set_checks(ts_key: dg.AssetKey, spec: PipelineSpec, previous, training_set: pd.DataFrame):
-    if (
-        previous is not None
-        and spec.accumulate.policy == "accumulate"
-        and spec.accumulate.min_real_fraction == 0
-    ):
+    problems = schema_problems(training_set, spec)
+    yield dg.AssetCheckResult(
+        asset_key=ts_key,
+        check_name="schema",
+        passed=not problems,
+        metadata={"problems": "; ".join(problems[:20]) or "none"},
+    )
+    if previous is not None and spec.accumulate.policy == "accumulate":
         lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
         yield dg.AssetCheckResult(
             asset_key=ts_key,
@@ -488,5 +524,8 @@ def _coverage_checks(cov_key: dg.AssetKey, spec: PipelineSpec, coverage: dict[st
             asset_key=cov_key,
             check_name=name,
             passed=value is not None and bool(ok(value, threshold)),
-            metadata={"value": "not measured (no embedder)" if value is None else value, "threshold": threshold},
+            metadata={
+                "value": "not measured (no embedder)" if value is None else value,
+                "threshold": threshold,
+            },
         )

@@ -38,9 +38,14 @@ def column_schema(df: pd.DataFrame, declared: Sequence[ColumnSpec] = ()) -> dg.T
 
 
 def preview(df: pd.DataFrame, columns: Sequence[str] | None = None, n: int = 5) -> dg.MetadataValue:
-    cols = [c for c in (columns or df.columns) if c in df.columns]
+    # Binary columns (PNG plots) are shown as images elsewhere; as text they are noise or undecodable.
+    cols = [c for c in (columns or df.columns) if c in df.columns and not _is_binary(df[c])]
     head = df[cols].head(n).astype(str).apply(lambda s: s.str.slice(0, 120))
     return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_no rows_")
+
+
+def _is_binary(col: pd.Series) -> bool:
+    return len(col) > 0 and isinstance(col.iloc[0], bytes | bytearray)
 
 
 def table_metadata(

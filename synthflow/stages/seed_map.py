@@ -19,7 +19,10 @@ from synthflow.store import Store
 CLUSTERS_TABLE = "seed_map_clusters"  # stored beside p/seed_map (which holds the per-row assignments)
 
 
-def embedder_or_none(factory: Callable[[], Any]) -> Any | None:
+def embedder_or_none(factory: Callable[[], Any], spec: PipelineSpec) -> Any | None:
+    """The embedder, or None when the spec turns diversity off or the embeddings extra is not installed."""
+    if not spec.diversity.enabled:
+        return None
     try:
         return factory()
     except ImportError:
