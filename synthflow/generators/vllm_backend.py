@@ -105,7 +105,7 @@ class VLLMGenerator:
 
     `sampling_overrides` are extra `vllm.SamplingParams` fields set on every request (e.g. {"min_tokens": 16} or
     {"repetition_penalty": 1.1}); they are a property of this generator, not of the request key, so keep them fixed
-    for a pipeline. `chunk_size` only matters on vLLM versions without `LLM.enqueue_chat` (< 0.12): there results
+    for a pipeline. `chunk_size` only matters on older vLLM without `LLM.enqueue_chat`: there results
     come back a chunk at a time instead of one by one. Everything else goes to `vllm.LLM` unchanged.
     """
 
