@@ -146,3 +146,17 @@ def test_stopping_early_leaves_the_engine_clean(gen) -> None:
     it.close()  # the caller stops reading: the rest are aborted in the engine
     assert not gen.llm.llm_engine.has_unfinished_requests()
     assert len(list(gen.generate(reqs))) == 6
+
+
+def test_chunked_fallback_for_older_vllm(gen) -> None:
+    # The path taken when vLLM has no LLM.enqueue_chat: LLM.chat a chunk at a time, same results contract.
+    reqs = [_req(f"c{i}", seed=i) for i in range(5)]
+    old, gen._chunk_size = gen._chunk_size, 2
+    try:
+        results = list(gen._chunked(gen.llm, reqs))
+    finally:
+        gen._chunk_size = old
+    assert [r for r, _ in results] == reqs
+    assert all(res.error is None and 0 < res.completion_tokens <= 8 for _, res in results)
+    streamed = {r.key(gen.model_id): res.text for r, res in gen.generate(reqs)}
+    assert all(streamed[r.key(gen.model_id)] == res.text for r, res in results)
