@@ -48,6 +48,13 @@ def _python(model: str, **options: Any) -> Generator:
     return PythonGenerator(model, **options)
 
 
+def _ray(model: str, **options: Any) -> Generator:
+    from synthflow.generators.ray_backend import RayGenerator
+
+    # `backend` is make_generator's own argument, so a profile names the backend inside the actors `engine`.
+    return RayGenerator(model, backend=options.pop("engine", "transformers"), **options)
+
+
 # Imported lazily: a profile that uses one backend never imports the others (vLLM alone takes seconds to import).
 BACKENDS: dict[str, Callable[..., Generator]] = {
     "transformers": _transformers,
@@ -55,6 +62,7 @@ BACKENDS: dict[str, Callable[..., Generator]] = {
     "vllm": _vllm,
     "openai": _openai,
     "python": _python,
+    "ray": _ray,
 }
 
 
