@@ -109,6 +109,8 @@ def semantic_dedup(
     probes: int = 2,
     exact_below: int = 20_000,
     per_row: int = 16,
+    train_points: int = 64,
+    niter: int = 10,
     seed: int = 0,
 ) -> DedupResult:
     """First-come greedy dedup of `vectors` at cosine `threshold`; exact below `exact_below` rows."""
@@ -125,9 +127,14 @@ def semantic_dedup(
 
     faiss = load_faiss()
 
+    # Search costs n*k*d, the in-bucket products about probes*n*(n/k)*d and training about train_points*k^2*d
+    # per iteration; k = sqrt(n) keeps all three near n^1.5*d. More buckets raise recall (a pair's nearest
+    # centroids agree more often when buckets are small: 0.989 -> 0.9996 at 50,000 rows with 2 sqrt(n)) but
+    # training grows with k^2.
     k = buckets or max(2, round(math.sqrt(n)))
-    # 64 training points per bucket are plenty to place the bucket walls; more only costs time.
-    km = faiss.Kmeans(x.shape[1], k, niter=10, seed=seed, spherical=True, verbose=False, max_points_per_centroid=64)
+    # 64 training points per bucket, 10 iterations: 32 and 8 cost recall (0.9996 -> 0.993 at 50,000 rows).
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      max_points_per_centroid=train_points)
     km.cp.min_points_per_centroid = 1
     km.train(x)
     _, nearest = km.index.search(x, probes)

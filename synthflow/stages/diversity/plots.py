@@ -61,7 +61,7 @@ def coverage_plot(
     ax_map.scatter(seed_xy[:, 0], seed_xy[:, 1], s=6, c=[cmap(c % 20) for c in seed_labels[si]], alpha=0.35,
                    linewidths=0, label=f"seed ({len(seed_embeddings)})")
     if len(synth_xy):
-        ax_map.scatter(synth_xy[:, 0], synth_xy[:, 1], s=10, c="black", marker="x", linewidths=0.7,
+        ax_map.scatter(synth_xy[:, 0], synth_xy[:, 1], s=10, c="black", marker="x", linewidths=0.7, alpha=0.6,
                        label=f"synthetic ({len(synthetic_embeddings)})")
     ax_map.set_title("seed vs synthetic (PCA of embeddings)")
     ax_map.set_xticks([])
