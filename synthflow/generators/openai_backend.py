@@ -37,7 +37,7 @@ from typing import Any
 
 import openai
 
-from synthflow.generators import retry
+from synthflow.generators import errors, retry
 from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
 from synthflow.generators.vllm_backend import sample_seed
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 _FATAL_STATUSES = frozenset({401, 403, 404})
 
 
-class EndpointUnavailable(RuntimeError):
+class EndpointUnavailable(errors.EndpointUnavailable):
     """The OpenAI-compatible endpoint could not serve the round (down, or refusing every request)."""
 
     def __init__(self, endpoint: str, last_error: str, *, retries: int = 0, unfinished: int = 0) -> None:
