@@ -72,6 +72,7 @@ class Embedder:
         self.device = device
         self.cache_url = cache_url.rstrip("/") if cache_url else None
         self.normalize = normalize
+        self.persist_every = 16384  # texts per model call and per cache chunk
         self.stats = EmbedStats()
         self._model: Any = None
         self._dim: int | None = None
@@ -194,18 +195,21 @@ class Embedder:
             for k, t in zip(keys, texts, strict=True):
                 if k not in self._rows and k not in missing:
                     missing[k] = t
-            if missing:
+            todo = list(missing.items())
+            # Blocks: a run killed while embedding a big seed keeps every block it finished.
+            for start in range(0, len(todo), self.persist_every):
+                block = todo[start : start + self.persist_every]
                 new = self.model.encode(
-                    list(missing.values()),
+                    [t for _, t in block],
                     batch_size=self.batch_size,
                     convert_to_numpy=True,
                     normalize_embeddings=False,
                     show_progress_bar=False,
                 )
                 new = np.ascontiguousarray(new, dtype=np.float32)
-                self.stats.embedded += len(missing)
-                self._store(list(missing), new)
-                self._persist(list(missing), new)
+                self.stats.embedded += len(block)
+                self._store([k for k, _ in block], new)
+                self._persist([k for k, _ in block], new)
             if not texts:
                 return np.empty((0, self.dim), dtype=np.float32)
             out = self._vectors[np.fromiter((self._rows[k] for k in keys), dtype=np.int64, count=len(keys))]

@@ -87,3 +87,14 @@ def test_model_loads_lazily():
     emb = Embedder("all-MiniLM-L6-v2")
     assert emb._model is None and emb.model_id == "sentence-transformers/all-MiniLM-L6-v2"
     assert "all-MiniLM-L6-v2" in repr(emb)
+
+
+def test_big_requests_are_embedded_and_persisted_in_blocks(fresh_embedder):
+    url = f"memory://emb-cache-{uuid.uuid4().hex}"
+    emb = fresh_embedder(cache_url=url)
+    emb.persist_every = 2
+    v = emb.encode(TEXTS + ["fifth text"])
+    fs, root = fsspec.core.url_to_fs(url)
+    assert len(fs.find(root)) == 3  # 2 + 2 + 1 texts
+    again = fresh_embedder(cache_url=url).encode(TEXTS + ["fifth text"])
+    np.testing.assert_allclose(again, v, atol=1e-6)
