@@ -8,13 +8,12 @@ D2  Gap filling on a toy: seed = Zipf-weighted mixture of 30 Gaussian clusters, 
     callable, so the pipeline's round machinery can be put in place of the plain loop here.
 D3  Semantic dedup + clustering of 1,000,000 x 384 vectors (with planted near-duplicates): time and peak memory,
     side by side with semhash on the same vectors and threshold when semhash can be run. semhash builds a usearch
-    HNSW index and queries every row (~2 minutes for 100,000 rows on 2 cores), so it runs on the first
-    `--semhash-rows` rows, and ours runs on those too for a like-for-like ratio.
+    HNSW index and queries every row (~2 minutes for 100,000 rows on 2 cores), so the side-by-side runs on a
+    `--semhash-rows` set with its own planted pairs, both sides on the same file.
 G4  Embedder vs plain SentenceTransformer.encode on the same texts, in paired trials in a fresh process: median
-    throughput ratio >= 0.95; repeated texts are
-    served from the cache (none reaches the model again).
+    throughput ratio >= 0.95; repeated texts are served from the cache (none reaches the model again).
 
-Each D3 side runs in its own process so its peak memory (ru_maxrss) is its own. semhash is looked for in
+Each D3 side runs in its own process so its peak memory (VmHWM) is its own. semhash is looked for in
 $SEMHASH_PYTHON, --semhash-python, or this interpreter; without it D3 prints "semhash not installed" and is not
 counted as failed.
 
