@@ -136,8 +136,9 @@ def versions(spec_path: str, asset: str, partition: str | None, profile: str | N
 def export(spec_path: str, to: str | None, partition: str | None, profile: str | None) -> None:
     """Export a round's training set with its dataset card, through the Dagster instance.
 
-    Without --to the spec's `export:` section says where (a URL, or hub_repo with the token in HF_TOKEN). A URL
-    ending in .parquet gets one Parquet file; any other URL a Hugging Face dataset (save_to_disk) and README.md.
+    Without --to the spec's `export:` section says where (a URL, or hub_repo with the token in HF_TOKEN).
+    A URL ending in .parquet gets one Parquet file; any other URL a Hugging Face dataset (save_to_disk) and
+    README.md.
 
     \b
     Examples:
@@ -160,20 +161,22 @@ def export(spec_path: str, to: str | None, partition: str | None, profile: str |
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo(
-        f"exported round {done.round} ({done.partition}) of {spec.name}: {done.rows} rows to {done.location}; "
-        f"card at {done.card_location}"
+        f"exported round {done.round} ({done.partition}) of {spec.name}: {done.rows} rows to "
+        f"{done.location}; card at {done.card_location}"
     )
 
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--profile", "-p", default=None, help="Resource profile (default: $SYNTHFLOW_PROFILE or local).")
+@click.option(
+    "--profile", "-p", default=None, help="Resource profile (default: $SYNTHFLOW_PROFILE or local)."
+)
 def ui(port: int, host: str, profile: str | None) -> None:
     """Open the Dagster UI (dagster dev) on definitions.py with the local instance in .synthflow/dagster.
 
-    Runs started with `synthflow run` show up there; schedules (one per pipeline, stopped until you turn it on)
-    and automation are under Automation. Run it in the project folder (where definitions.py is).
+    Runs started with `synthflow run` show up there; schedules (one per pipeline, stopped until you turn it
+    on) and automation are under Automation. Run it in the project folder (where definitions.py is).
 
     \b
     Examples:

@@ -1,5 +1,5 @@
-"""Export: a Hugging Face dataset to memory:// and a local folder, Parquet, the dataset card, the hub token rule,
-p/export after a real round, and `synthflow export`."""
+"""Export: a Hugging Face dataset to memory:// and a local folder, Parquet, the dataset card, the hub token
+rule, p/export after a real round, and `synthflow export`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ SPEC = REPO / "assets" / "math_word_problems.yaml"
 
 def _training_set() -> pd.DataFrame:
     """Real rows of the example seed and two synthetic rows, shaped like a round's training set."""
-    seed = [json.loads(line) for line in (REPO / "assets/data/math_word_problems.jsonl").read_text().splitlines()]
+    seed = [
+        json.loads(line) for line in (REPO / "assets/data/math_word_problems.jsonl").read_text().splitlines()
+    ]
     real = pd.DataFrame(seed[:6]).assign(
         _id=lambda d: d["id"], _source="real", _round=0, _model=None, _exemplar_ids=None, _scores=None
     )
@@ -54,7 +56,9 @@ def _training_set() -> pd.DataFrame:
         }
     )
     # Through Arrow, as the store reads tables back: the same column types a real training set has.
-    return pa.Table.from_pandas(pd.concat([real, synthetic], ignore_index=True), preserve_index=False).to_pandas()
+    return pa.Table.from_pandas(
+        pd.concat([real, synthetic], ignore_index=True), preserve_index=False
+    ).to_pandas()
 
 
 def _history() -> pd.DataFrame:
@@ -122,8 +126,15 @@ def test_dataset_card_says_how_the_data_was_made():
     header = DatasetCard(card).data.to_dict()  # the hub's own parser reads our YAML header
     assert header["pretty_name"] == "math_word_problems"
     assert header["size_categories"] == ["n<1K"] and "synthetic" in header["tags"]
-    for section in ("## Counts", "## Models", "## Rounds", "## Quality and diversity metrics", "## Provenance",
-                    "## Accumulation policy", "## Spec"):
+    for section in (
+        "## Counts",
+        "## Models",
+        "## Rounds",
+        "## Quality and diversity metrics",
+        "## Provenance",
+        "## Accumulation policy",
+        "## Spec",
+    ):
         assert section in card, section
     assert "8 rows: 6 real, 2 synthetic." in card
     assert "Qwen/Qwen2.5-7B-Instruct" in card
@@ -173,9 +184,22 @@ def test_p_export_after_a_real_round_then_the_cli(project, tmp_path, monkeypatch
     # The CLI: same store, its own Dagster instance, a Parquet file given with --to.
     home = tmp_path / "dagster_home"
     out = subprocess.run(
-        [sys.executable, "-m", "synthflow.cli", "export", "assets/math_word_problems.yaml",
-         "--to", str(tmp_path / "cli" / "math.parquet"), "--profile", "smoke"],
-        cwd=project, env=_env(home), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "synthflow.cli",
+            "export",
+            "assets/math_word_problems.yaml",
+            "--to",
+            str(tmp_path / "cli" / "math.parquet"),
+            "--profile",
+            "smoke",
+        ],
+        cwd=project,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"exported round 1 ({summary.partition})" in out.stdout
@@ -186,8 +210,20 @@ def test_p_export_after_a_real_round_then_the_cli(project, tmp_path, monkeypatch
 
 def test_cli_export_without_a_target_says_so(project, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "synthflow.cli", "export", "assets/math_word_problems.yaml", "--profile", "smoke"],
-        cwd=project, env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "synthflow.cli",
+            "export",
+            "assets/math_word_problems.yaml",
+            "--profile",
+            "smoke",
+        ],
+        cwd=project,
+        env=_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 1
     assert "no `export:` section" in out.stderr and "--to" in out.stderr

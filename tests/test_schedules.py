@@ -22,7 +22,9 @@ GPU_LIMIT = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: PipelineKeys, *names: str) -> None:
     job = defs.resolve_implicit_global_asset_job_def()
-    res = job.execute_in_process(instance=instance, asset_selection=[keys.key(n) for n in names], run_config=_QUIET)
+    res = job.execute_in_process(
+        instance=instance, asset_selection=[keys.key(n) for n in names], run_config=_QUIET
+    )
     assert res.success
 
 
@@ -114,10 +116,16 @@ def test_on_seed_change_starts_one_round_per_seed_change(project):
 
     def tick() -> dict[str, set]:
         nonlocal cursor
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor, evaluation_time=now)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=now
+        )
         cursor = result.cursor
         names = ("seed_map", *ROUND_OUTPUTS, "export")
-        return {n: result.get_requested_partitions(keys.key(n)) for n in names if result.get_num_requested(keys.key(n))}
+        return {
+            n: result.get_requested_partitions(keys.key(n))
+            for n in names
+            if result.get_num_requested(keys.key(n))
+        }
 
     round_of = lambda p: {n: {p} for n in ROUND_OUTPUTS}  # noqa: E731 - the whole multi-asset, one partition
 

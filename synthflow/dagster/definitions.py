@@ -27,7 +27,7 @@ def _fingerprint(profile: Profile | None, spec: PipelineSpec) -> str:
 
 
 def _gpus(profile: Profile | None) -> int:
-    """GPUs a round step asks Kubernetes for: only profiles that declare `gpus:` (CPU profiles leave it out)."""
+    """GPUs a round step asks Kubernetes for: only profiles that declare `gpus:` (CPU profiles don't)."""
     return profile.gpus if profile is not None and "gpus" in profile.model_fields_set else 0
 
 

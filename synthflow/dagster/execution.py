@@ -16,8 +16,8 @@ GPU_POOL = "gpu"
 def gpu_k8s_tags(gpus: int) -> dict[str, Any]:
     """The `dagster-k8s/config` tag asking Kubernetes for `gpus` GPUs (empty when no GPU is needed).
 
-    dagster-k8s reads it from op tags (k8s_job_executor: one pod per step) and from job/run tags (K8sRunLauncher:
-    one pod per run); limits alone suffice for extended resources such as nvidia.com/gpu.
+    dagster-k8s reads it from op tags (k8s_job_executor: one pod per step) and from job/run tags
+    (K8sRunLauncher: one pod per run); limits alone suffice for extended resources such as nvidia.com/gpu.
     """
     if gpus <= 0:
         return {}
@@ -46,8 +46,9 @@ def automation_conditions(
     ts = dg.AssetSelection.assets(training_set_key)
     seed_changed = AC.any_deps_match(AC.data_version_changed()).allow(seed)
     # The round's condition sits on `candidates`, the multi-asset's root, and reaches round r-1 through
-    # training_set's self-dependency. Not on training_set itself: Dagster maps a requested training_set partition
-    # onto its own siblings through that self-dependency and would re-request round r-1 too (Dagster 1.13.27).
+    # training_set's self-dependency. Not on training_set itself: Dagster maps a requested training_set
+    # partition onto its own siblings through that self-dependency and would re-request round r-1 too
+    # (Dagster 1.13.27).
     previous_round_done = AC.asset_matches(training_set_key, ~AC.any_deps_missing().allow(ts))
     previous_round_requested = AC.asset_matches(
         training_set_key, AC.any_deps_match(AC.asset_matches(candidates_key, AC.newly_requested())).allow(ts)
@@ -55,10 +56,12 @@ def automation_conditions(
     # Requesting round r also clears the flag of round r+1: one seed change gives ONE new round, not a chain
     # through every missing partition.
     handled = AC.newly_requested() | AC.newly_updated() | previous_round_requested
-    # The seed map has other partitions, so `will_be_requested` cannot see it coming: wait until it was updated
-    # after the seed (in one run, the later materialization wins).
-    map_is_fresh = AC.any_deps_match(AC.newly_updated()).allow(seed_map).since(
-        AC.any_deps_match(AC.newly_updated()).allow(seed)
+    # The seed map has other partitions, so `will_be_requested` cannot see it coming: wait until it was
+    # updated after the seed (in one run, the later materialization wins).
+    map_is_fresh = (
+        AC.any_deps_match(AC.newly_updated())
+        .allow(seed_map)
+        .since(AC.any_deps_match(AC.newly_updated()).allow(seed))
     )
     # The next round: not materialized yet, while everything it reads (seed, seed map, round r-1) exists.
     next_round = AC.missing() & previous_round_done & ~AC.any_deps_missing()

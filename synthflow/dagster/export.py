@@ -1,4 +1,4 @@
-"""p/export: the latest (or a chosen) round's training set as a Hugging Face dataset or Parquet, with its card.
+"""p/export: the latest (or a chosen) round's training set as a Hugging Face dataset or Parquet, with a card.
 
 Unpartitioned on purpose: an export is "the dataset as of now", so it reads the newest materialized round from
 the store rather than asking Dagster for one partition of the training set.
@@ -35,7 +35,9 @@ def export_op_name(keys: PipelineKeys) -> str:
     return f"{keys.store_name}__export"
 
 
-def latest_round(store: Store, pipeline: str, partitions_def: dg.TimeWindowPartitionsDefinition) -> str | None:
+def latest_round(
+    store: Store, pipeline: str, partitions_def: dg.TimeWindowPartitionsDefinition
+) -> str | None:
     stored = set(store.partitions(pipeline, "training_set"))
     return next((k for k in reversed(partitions_def.get_partition_keys()) if k in stored), None)
 
@@ -45,8 +47,8 @@ def _local_to_absolute(url: str, base: Path) -> str:
 
 
 def target_for(export: ExportSpec, to: str | None, base_dir: Path) -> ExportTarget:
-    """A URL given at run time replaces both the spec's URL and its hub repo (and one ending in .parquet asks for
-    Parquet). A relative local export.url is relative to the spec file, like the seed's source."""
+    """A URL given at run time replaces both the spec's URL and its hub repo (and one ending in .parquet asks
+    for Parquet). A relative local export.url is relative to the spec file, like the seed's source."""
     if to:
         fmt = "parquet" if to.endswith(".parquet") else export.format
         return ExportTarget(format=fmt, url=to, hub_repo=None, private=export.private)
@@ -70,7 +72,9 @@ def build_export_asset(
         candidates_key=keys.key("candidates"),
         training_set_key=keys.key("training_set"),
     ).get("export")
-    where = export.url or (f"hf://datasets/{export.hub_repo}" if export.hub_repo else "the URL given at run time")
+    where = export.url or (
+        f"hf://datasets/{export.hub_repo}" if export.hub_repo else "the URL given at run time"
+    )
     what = "a Hugging Face dataset" if export.format == "hf" else "Parquet"
 
     @dg.asset(
@@ -78,8 +82,8 @@ def build_export_asset(
         deps=[keys.key("training_set")],
         group_name=group or spec.name,
         description=(
-            f"The latest training set of `{spec.name}` as {what} at {where}, with a dataset card (README.md): "
-            "spec, models, rounds, counts, provenance, metrics and the accumulation policy."
+            f"The latest training set of `{spec.name}` as {what} at {where}, with a dataset card "
+            "(README.md): spec, models, rounds, counts, provenance, metrics and the accumulation policy."
         ),
         code_version=spec.section_hash("export", "accumulate"),
         required_resource_keys={STORE_KEY},

@@ -58,8 +58,8 @@ def round_job(keys: PipelineKeys, gpus: int = 0) -> dg.UnresolvedAssetJobDefinit
 def round_schedule(keys: PipelineKeys, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     """Each tick of `rounds.cron` requests the next round, or says why it skips.
 
-    Stopped by default: turning a schedule on is a deployment decision (UI, `dagster schedule start`), not a side
-    effect of loading a code location.
+    Stopped by default: turning a schedule on is a deployment decision (UI, `dagster schedule start`), not a
+    side effect of loading a code location.
     """
     spec = keys.spec
     parts = round_partitions(spec)

@@ -1,7 +1,7 @@
-"""The dataset card (README.md) of an exported training set: how the data was made, from what, by which models.
+"""The dataset card (README.md) of an exported training set: how the data was made, from what, by which model.
 
-Built only from the spec, the exported table and the stored coverage tables, so the same export always gets the
-same card.
+Built only from the spec, the exported table and the stored coverage tables, so the same export always gets
+the same card.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from synthflow.stages.round_plots import metric_columns
 
 _POLICY_WHY = {
     "accumulate": (
-        "Every real row is kept and synthetic rows accumulate across rounds; nothing is replaced. Training on "
-        "model outputs alone collapses models (Shumailov et al., Nature 2024); keeping real data and "
-        "accumulating synthetic data bounds the damage (Gerstgrasser et al., COLM 2024)."
+        "Every real row is kept and synthetic rows accumulate across rounds; nothing is replaced. "
+        "Training on model outputs alone collapses models (Shumailov et al., Nature 2024); keeping real "
+        "data and accumulating synthetic data bounds the damage (Gerstgrasser et al., COLM 2024)."
     ),
     "accumulate_subsample": (
-        "Every real row is kept; synthetic rows accumulate across rounds, subsampled per round to a fixed size."
+        "Every real row is kept; synthetic rows accumulate across rounds, subsampled per round to a "
+        "fixed size."
     ),
     "replace": (
-        "Each round's synthetic rows replace the previous round's. Beware: replacing data with model outputs is "
-        "the regime in which models collapse (Shumailov et al., Nature 2024)."
+        "Each round's synthetic rows replace the previous round's. Beware: replacing data with model "
+        "outputs is the regime in which models collapse (Shumailov et al., Nature 2024)."
     ),
 }
 
@@ -76,7 +77,8 @@ def dataset_card(
             "with synthflow: real rows plus verified synthetic rows accumulated across rounds."
         ),
         "## Counts",
-        f"{len(table)} rows: {int((source == 'real').sum())} real, {int((source == 'synthetic').sum())} synthetic.",
+        f"{len(table)} rows: {int((source == 'real').sum())} real, "
+        f"{int((source == 'synthetic').sum())} synthetic.",
         _md(_by_source_and_round(table)),
         "## Models",
         _md(_models(table)),
@@ -118,13 +120,26 @@ def _models(table: pd.DataFrame) -> pd.DataFrame:
     if "_model" not in table:
         return pd.DataFrame()
     synthetic = table[table["_source"] == "synthetic"] if "_source" in table else table
-    return synthetic.groupby("_model").size().reset_index(name="synthetic rows").rename(columns={"_model": "model"})
+    return (
+        synthetic.groupby("_model")
+        .size()
+        .reset_index(name="synthetic rows")
+        .rename(columns={"_model": "model"})
+    )
 
 
 def _rounds(history: pd.DataFrame) -> pd.DataFrame:
     cols = [
         c
-        for c in ("round", "partition", "candidates", "accepted", "rejected", "acceptance_rate", "stop_reason")
+        for c in (
+            "round",
+            "partition",
+            "candidates",
+            "accepted",
+            "rejected",
+            "acceptance_rate",
+            "stop_reason",
+        )
         if c in history.columns
     ]
     return history[cols].sort_values("round") if cols else pd.DataFrame()

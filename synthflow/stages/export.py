@@ -97,7 +97,9 @@ def _write_text(url: str, text: str, storage_options: dict) -> str:
 def hub_token() -> str:
     token = os.environ.get(TOKEN_ENV)
     if not token:
-        raise ExportError(f"export to the Hugging Face hub needs a token in the {TOKEN_ENV} environment variable")
+        raise ExportError(
+            f"export to the Hugging Face hub needs a token in the {TOKEN_ENV} environment variable"
+        )
     return token
 
 
