@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synthflow.templates import TemplateError, compile_template
+from synthflow.templates import TemplateStr
 
 
 class Strict(BaseModel):
@@ -118,8 +118,8 @@ class SamplingSpec(Strict):
 
 class GenerateSpec(Strict):
     generator: str = "generator"  # name of a generator in the resource profile
-    system: str | None = None
-    prompt: str  # Jinja2 (sandboxed); sees `exemplars` (list of seed rows) and `round`
+    system: TemplateStr | None = None
+    prompt: TemplateStr  # Jinja2 (sandboxed); sees `exemplars` (list of seed rows) and `round`
     few_shot: int = Field(default=3, ge=0)
     output_schema: dict[str, Any]  # JSON schema of one generated row
     rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
@@ -128,15 +128,6 @@ class GenerateSpec(Strict):
     store_every: int = Field(default=8, ge=1)  # results per cache chunk: a killed round loses at most this many
     sampling: SamplingSpec = SamplingSpec()
 
-    @field_validator("prompt", "system")
-    @classmethod
-    def _template_compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_template(v)
-            except TemplateError as e:
-                raise ValueError(str(e)) from e
-        return v
 
     @field_validator("output_schema")
     @classmethod

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import AfterValidator
 
 
 class TemplateError(ValueError):
@@ -41,3 +42,16 @@ def render(source: str, **context: Any) -> str:
         raise TemplateError(f"template uses an undefined name: {e.message}") from e
     except jinja2.exceptions.SecurityError as e:
         raise TemplateError(f"template tried something the sandbox forbids: {e}") from e
+
+
+def checked_template(source: str) -> str:
+    """A pydantic validator: the template compiles in the sandbox (a ValueError names the problem)."""
+    try:
+        compile_template(source)
+    except TemplateError as e:
+        raise ValueError(str(e)) from e
+    return source
+
+
+# A spec or verifier field that holds a Jinja2 template, checked when the spec is loaded.
+TemplateStr = Annotated[str, AfterValidator(checked_template)]

@@ -15,14 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from synthflow.sandbox import Limits, SandboxResult, run_python
 from synthflow.stages.verifiers.base import VerifyContext, verdicts
 from synthflow.stages.verifiers.llm_judge import row_contexts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.stages.verifiers.rules import column_values
-from synthflow.templates import TemplateError, compile_template, render
+from synthflow.templates import TemplateError, TemplateStr, render
 
 MARKER = "@@synthflow-tests@@"
 
@@ -76,7 +76,7 @@ finish()
 class CodeTestsParams(VerifierParams):
     code_column: str = "code"
     tests_column: str | None = "tests"  # a string (test module) or a list of strings (one case each)
-    tests: str | None = None  # Jinja2 template over the row giving the test module; wins over tests_column
+    tests: TemplateStr | None = None  # Jinja2 template over the row giving the test module; wins over tests_column
     min_pass_rate: float = Field(default=1.0, gt=0, le=1)
     timeout_s: float = Field(default=10.0, gt=0)  # wall clock per row
     cpu_s: int = Field(default=10, ge=1)
@@ -86,15 +86,6 @@ class CodeTestsParams(VerifierParams):
     max_file_bytes: int = Field(default=10_000_000, ge=0)
     workers: int = Field(default=2, ge=1)  # sandboxes run at once
 
-    @field_validator("tests")
-    @classmethod
-    def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_template(v)
-            except TemplateError as e:
-                raise ValueError(str(e)) from e
-        return v
 
     @property
     def limits(self) -> Limits:

@@ -17,12 +17,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from synthflow.generators.base import GenerationRequest, GenerationResult, SamplingParams
 from synthflow.stages.verifiers.base import VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
-from synthflow.templates import TemplateError, compile_template, render
+from synthflow.templates import TemplateError, TemplateStr, render
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -48,22 +48,13 @@ UNPARSEABLE = "judge output unparseable"
 
 class LLMJudgeParams(VerifierParams):
     judge: str = "judge"  # generator name in the resource profile
-    rubric: str = DEFAULT_RUBRIC  # Jinja2 (sandboxed); sees the row's fields, `output` and `row`
-    system: str | None = DEFAULT_SYSTEM
+    rubric: TemplateStr = DEFAULT_RUBRIC  # Jinja2 (sandboxed); sees the row's fields, `output` and `row`
+    system: TemplateStr | None = DEFAULT_SYSTEM
     threshold: float = Field(default=7.0, ge=1, le=10)  # accept when score >= threshold
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=256, ge=16)
     seed: int = 0
 
-    @field_validator("rubric", "system")
-    @classmethod
-    def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_template(v)
-            except TemplateError as e:
-                raise ValueError(str(e)) from e
-        return v
 
 
 @register("llm_judge", LLMJudgeParams)

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from synthflow.generators.base import GenerationRequest, SamplingParams
 from synthflow.stages.answers import answers_agree
@@ -26,7 +26,7 @@ from synthflow.stages.verifiers.llm_judge import (
 )
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.stages.verifiers.rules import column_values
-from synthflow.templates import TemplateError, compile_template
+from synthflow.templates import TemplateStr
 
 DEFAULT_PROMPT = """Solve this problem. Work it out briefly, then state only the final answer.
 
@@ -37,8 +37,8 @@ Reply with JSON only: {"reasoning": "...", "answer": "<final answer only>"}"""
 
 class SelfConsistencyParams(VerifierParams):
     generator: str = "generator"  # generator name in the resource profile
-    prompt: str = DEFAULT_PROMPT  # Jinja2 (sandboxed); sees the row's fields, `problem`, `output` and `row`
-    system: str | None = None
+    prompt: TemplateStr = DEFAULT_PROMPT  # Jinja2 (sandboxed); sees the row's fields, `problem`, `output` and `row`
+    system: TemplateStr | None = None
     problem_column: str = "question"  # shown to the default prompt as `problem`
     answer_column: str = "answer"  # the candidate's own answer, which the samples must reproduce
     k: int = Field(default=5, ge=1, le=64)
@@ -50,15 +50,6 @@ class SelfConsistencyParams(VerifierParams):
     seed: int = 0
     rel_tol: float = Field(default=1e-6, ge=0)
 
-    @field_validator("prompt", "system")
-    @classmethod
-    def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_template(v)
-            except TemplateError as e:
-                raise ValueError(str(e)) from e
-        return v
 
 
 def answer_schema(reasoning: bool) -> dict[str, Any]:
