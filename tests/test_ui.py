@@ -208,7 +208,7 @@ def test_graphql_shows_assets_partitions_checks_and_metadata(webserver):
         for n, node in nodes.items()
     }
     assert checks["seed"] == {"schema": True}
-    assert {"keeps_previous_rows", "real_fraction", "unique_ids"} <= set(checks["training_set"])
+    assert {"keeps_previous_rows", "real_fraction", "unique_ids", "schema"} <= set(checks["training_set"])
 
     # Plots are markdown images with a data: URI (the form the UI renders), holding a real PNG.
     for name, label in (("verified", "verdicts_plot"), ("coverage", "rounds_plot")):

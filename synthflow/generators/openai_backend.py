@@ -188,6 +188,7 @@ class OpenAIGenerator:
                     if progress is not None:
                         progress(done, len(reqs))
                     yield request, result
+                    run.consumed()
         finally:
             run.cancel()
             thread.join()
@@ -227,6 +228,19 @@ class _Run:
         self._cancelled = False
         self._lock = threading.Lock()
         self._batch: list[tuple[GenerationRequest, GenerationResult]] | None = None
+        self._outstanding = 0  # sent and not yet taken by the consumer
+
+    def consumed(self) -> None:
+        """From the consumer's thread: one result was taken (and, in a round, handed to the result cache)."""
+        with self._lock:
+            self._outstanding -= 1
+
+    def _take_slot(self) -> bool:
+        with self._lock:
+            if self._outstanding < self.gen.max_concurrency:
+                self._outstanding += 1
+                return True
+            return False
 
     def run(self) -> None:
         try:
@@ -278,6 +292,11 @@ class _Run:
         # A fixed pool of workers pulling from one iterator bounds concurrency like a semaphore would, without
         # creating a task per request for rounds of 100k requests.
         for request in pending:
+            # Backpressure: never more than max_concurrency results sent and not yet taken by the consumer. A slow
+            # consumer (a loaded machine) would otherwise let results pile up unstored, and a killed round would
+            # re-send them all; with it, a resumed round re-sends at most what was in flight.
+            while not self._take_slot():
+                await asyncio.sleep(0.002)
             result = await self._one(client, request)
             if self._batch is None:
                 self._batch = []
