@@ -30,8 +30,14 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update && apt-get install -y chromium chromium-driver)
 
-bench: $(STAMP)
-	$(PY) -m bench
+# semhash (D3's baseline) lives in its own venv so its pins never touch synthflow's.
+SEMHASH_VENV ?= .venv-semhash
+$(SEMHASH_VENV)/bin/python:
+	$(PYTHON) -m venv $(SEMHASH_VENV)
+	$(SEMHASH_VENV)/bin/pip install -q semhash==0.5.0
+
+bench: $(STAMP) $(SEMHASH_VENV)/bin/python
+	SEMHASH_PYTHON=$(abspath $(SEMHASH_VENV))/bin/python $(PY) -m bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check synthflow tests bench definitions.py
