@@ -161,6 +161,7 @@ class ToyWorld:
 
     def seed(self, n: int) -> pd.DataFrame:
         texts = self.sample(self.rng.choice(len(self.weights), n, p=self.weights))
+        self.seed_texts = texts
         return pd.DataFrame({"_id": texts, "_text": texts})
 
     def generate(self, exemplars: Sequence[pd.DataFrame] | None, n: int) -> list[str]:
@@ -209,6 +210,73 @@ def toy_run_round(round_index: int, planner: Any, world: ToyWorld, rows: int, ba
     return pd.DataFrame({"_text": accepted})
 
 
+_TOY_SPEC = """
+name: toy
+seed: {{source: unused.jsonl, text: text, columns: [{{name: text}}]}}
+generate:
+  prompt: "Write about the topic of {{{{ exemplars | length }}}} examples."
+  few_shot: 3
+  output_schema: {{type: object, properties: {{text: {{type: string}}}}, required: [text]}}
+  rows_per_round: {rows}
+  candidate_budget: {budget}
+  batch_size: 100
+verify: [{{type: schema}}]
+"""
+
+
+class _ToyGenerator:
+    """The toy world behind synthflow's Generator protocol: it reads the exemplars a request shows (their ids are
+    the seed rows' texts) and answers with JSON, like an LLM backend would."""
+
+    model_id = label = "toy-world"
+
+    def __init__(self, world: ToyWorld, steered: bool):
+        self.world, self.steered = world, steered
+
+    def generate(self, requests, progress=None):
+        import json
+
+        from synthflow.generators.base import GenerationResult
+
+        requests = list(requests)
+        shown = [pd.DataFrame({"_text": r.meta["exemplar_ids"]}) for r in requests] if self.steered else None
+        for req, text in zip(requests, self.world.generate(shown, len(requests)), strict=True):
+            yield req, GenerationResult(key="", text=json.dumps({"text": text}), model=self.model_id)
+
+    def close(self) -> None:
+        pass
+
+
+def pipeline_run_round(round_index: int, planner: Any, world: ToyWorld, rows: int) -> pd.DataFrame:
+    """One round through synthflow's own machinery (stages.round.run_round: planning, requests, the request cache,
+    parsing, the verify chain, planner observation), with the toy world as the generator."""
+    import uuid
+
+    from synthflow.spec import parse_spec
+    from synthflow.stages.accumulate import real_rows
+    from synthflow.stages.cache import ResultCache
+    from synthflow.stages.round import RoundInputs, run_round
+    from synthflow.stages.seed import with_ids_and_text
+    from synthflow.store import Store
+
+    spec = parse_spec(_TOY_SPEC.format(rows=rows, budget=2 * rows))
+    seed = with_ids_and_text(pd.DataFrame({"text": world.seed_texts}), spec.seed)
+    seed["_id"] = seed["_text"]  # exemplar ids are the texts, which the toy world can look up
+    out = run_round(
+        RoundInputs(
+            spec=spec,
+            round_index=round_index + 1,
+            seed=seed,
+            real=real_rows(seed, ["text"], 0),
+            previous=None,
+            generator=_ToyGenerator(world, steered=planner is not None),
+            cache=ResultCache(Store(f"memory://toy-{uuid.uuid4().hex}"), "toy", chunk_size=1000),
+            planner=planner,
+        )
+    )
+    return out.accepted[["_text"]].reset_index(drop=True)
+
+
 def gap_filling_toy(
     run_round: RunRound = toy_run_round,
     rounds: int = 3,
@@ -237,7 +305,7 @@ def gap_filling_toy(
     return {"before": history[0], "after": history[-1], "history": history}
 
 
-def bench_gap_filling(run_round: RunRound = toy_run_round) -> Row:
+def bench_gap_filling(run_round: RunRound = pipeline_run_round) -> Row:
     res = gap_filling_toy(run_round)
     b, a = res["before"], res["after"]
     cut = 1 - a["n_under_covered"] / max(b["n_under_covered"], 1)
