@@ -4,8 +4,8 @@ D1  Vendi score (cosine kernel) of 1,000,000 x 384 unit vectors from the d x d m
     definition on a 4,000-row subset to 1e-6 relative, and the full size in <= 15 s.
 D2  Gap filling on a toy: seed = Zipf-weighted mixture of 30 Gaussian clusters, generator biased to the head
     (p ~ w^2). One unsteered round, then 3 rounds steered by GapPlanner; under-covered clusters (share ratio < 0.5)
-    must be cut by >= 90% and KL(seed || synthetic) must end <= 0.15. The rounds run through a `run_round`
-    callable, so the pipeline's round machinery can be put in place of the plain loop here.
+    must be cut by >= 90% and KL(seed || synthetic) must end <= 0.15. Each round runs through the pipeline's
+    round machinery (`pipeline_run_round` -> stages.round.run_round) with the toy world as the generator.
 D3  Semantic dedup + clustering of 1,000,000 x 384 vectors (with planted near-duplicates): time and peak memory,
     side by side with semhash on the same vectors and threshold when semhash can be run. semhash builds a usearch
     HNSW index and queries every row (~2 minutes for 100,000 rows on 2 cores), so the side-by-side runs on a
