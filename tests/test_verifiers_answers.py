@@ -10,44 +10,16 @@ import pytest
 import sympy
 
 import synthflow.stages.verifiers.math_answer  # noqa: F401  (registers math_answer)
-from synthflow.spec import VerifierSpec, parse_spec
+from synthflow.spec import VerifierSpec
 from synthflow.stages.answers import answers_agree, equivalent, final_value, parse_answer
-from synthflow.stages.verifiers.base import VerifyContext
 from synthflow.stages.verifiers.registry import build
+from tests.verifier_kit import candidate_rows, context, run_verifier
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = """
-name: t
-seed:
-  source: seed.jsonl
-  text: question
-  columns: [{name: question}, {name: solution}, {name: answer, type: float}]
-generate:
-  prompt: "Write a problem."
-  output_schema:
-    type: object
-    properties: {question: {type: string}, solution: {type: string}, answer: {type: number}}
-"""
-
-
-def _ctx() -> VerifyContext:
-    return VerifyContext(spec=parse_spec(SPEC), reference=pd.DataFrame(), accepted=pd.DataFrame())
-
-
-def _rows(records: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(records)
-    df["candidate_id"] = [f"c{i}" for i in range(len(df))]
-    df["_output"] = records
-    df["_text"] = df["question"]
-    return df.set_axis(range(100, 100 + len(df)))  # an index that is not 0..n-1, as in a real batch
 
 
 def _verify(params: dict, records: list[dict]) -> pd.DataFrame:
-    verifier = build(VerifierSpec(type="math_answer", **params))
-    rows = _rows(records)
-    out = verifier(rows, _ctx())
-    assert out.index.equals(rows.index)
-    return out
+    return run_verifier("math_answer", params, candidate_rows(records), context())
 
 
 @pytest.mark.parametrize(

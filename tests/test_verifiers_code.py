@@ -10,9 +10,9 @@ import pytest
 
 import synthflow.stages.verifiers.code_tests  # noqa: F401  (registers code_tests)
 import synthflow.stages.verifiers.python_fn  # noqa: F401  (registers python)
-from synthflow.spec import VerifierSpec, parse_spec
-from synthflow.stages.verifiers.base import VerifyContext
+from synthflow.spec import VerifierSpec
 from synthflow.stages.verifiers.registry import build
+from tests.verifier_kit import candidate_rows, context, run_verifier
 
 SPEC = """
 name: t
@@ -29,24 +29,9 @@ generate:
 ADD = "def add(a, b):\n    return a + b\n"
 
 
-def _ctx(base: Path | None = None) -> VerifyContext:
-    path = str(base / "pipeline.yaml") if base else "<string>"
-    return VerifyContext(spec=parse_spec(SPEC, path), reference=pd.DataFrame(), accepted=pd.DataFrame())
-
-
-def _rows(records: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(records)
-    df["candidate_id"] = [f"c{i}" for i in range(len(df))]
-    df["_output"] = records
-    df["_text"] = df["task"]
-    return df.set_axis(range(7, 7 + len(df)))
-
-
 def _verify(vtype: str, params: dict, records: list[dict], base: Path | None = None) -> pd.DataFrame:
-    rows = _rows(records)
-    out = build(VerifierSpec(type=vtype, **params))(rows, _ctx(base))
-    assert out.index.equals(rows.index)
-    return out
+    path = str(base / "pipeline.yaml") if base else "<string>"
+    return run_verifier(vtype, params, candidate_rows(records, "task"), context(SPEC, path))
 
 
 # ---- code_tests ---------------------------------------------------------------------------------------------

@@ -18,23 +18,11 @@ import pytest
 import synthflow.stages.verifiers.llm_judge  # noqa: F401  (registers llm_judge)
 import synthflow.stages.verifiers.self_consistency  # noqa: F401  (registers self_consistency)
 from synthflow.generators.base import GenerationRequest, GenerationResult
-from synthflow.spec import VerifierSpec, parse_spec
-from synthflow.stages.verifiers.base import VerifyContext
+from synthflow.spec import VerifierSpec
 from synthflow.stages.verifiers.llm_judge import JUDGE_SCHEMA, UNPARSEABLE
 from synthflow.stages.verifiers.registry import build
+from tests.verifier_kit import candidate_rows, context, run_verifier
 
-SPEC = """
-name: t
-seed:
-  source: seed.jsonl
-  text: question
-  columns: [{name: question}, {name: solution}, {name: answer, type: float}]
-generate:
-  prompt: "Write a problem."
-  output_schema:
-    type: object
-    properties: {question: {type: string}, solution: {type: string}, answer: {type: number}}
-"""
 ROWS = [
     {
         "question": "Sarah has 12 apples and gives 5 away. How many are left?",
@@ -84,22 +72,8 @@ class ScriptedGenerator:
         pass
 
 
-def _rows(records: list[dict] = ROWS) -> pd.DataFrame:
-    df = pd.DataFrame(records)
-    df["candidate_id"] = [f"cand-{i}" for i in range(len(df))]
-    df["_output"] = records
-    df["_text"] = df["question"]
-    return df.set_axis(range(40, 40 + len(df)))
-
-
 def _run(vtype: str, params: dict, generators: dict, records: list[dict] = ROWS) -> pd.DataFrame:
-    rows = _rows(records)
-    ctx = VerifyContext(
-        spec=parse_spec(SPEC), reference=pd.DataFrame(), accepted=pd.DataFrame(), generators=generators
-    )
-    out = build(VerifierSpec(type=vtype, **params))(rows, ctx)
-    assert out.index.equals(rows.index)
-    return out
+    return run_verifier(vtype, params, candidate_rows(records), context(generators=generators))
 
 
 def _user_text(req: GenerationRequest) -> str:

@@ -11,22 +11,10 @@ import yaml
 
 import synthflow.stages.verifiers.rules  # noqa: F401  (registers rules)
 from synthflow.spec import VerifierSpec, parse_spec
-from synthflow.stages.verifiers.base import VerifyContext
 from synthflow.stages.verifiers.registry import build
 from synthflow.stages.verifiers.rules import detect_language
+from tests.verifier_kit import MATH_SPEC, candidate_rows, context, run_verifier
 
-SPEC = """
-name: t
-seed:
-  source: seed.jsonl
-  text: question
-  columns: [{name: question}, {name: solution}, {name: answer, type: float}]
-generate:
-  prompt: "Write a problem."
-  output_schema:
-    type: object
-    properties: {question: {type: string}, solution: {type: string}, answer: {type: number}}
-"""
 GOOD = {
     "question": "Sarah has 12 apples and gives 5 of them to her friend. How many apples does she have left?",
     "solution": "She starts with 12 apples and gives away 5, so 12 - 5 = 7. The answer is 7.",
@@ -35,17 +23,7 @@ GOOD = {
 
 
 def _verify(params: dict, records: list[dict]) -> pd.DataFrame:
-    verifier = build(VerifierSpec(type="rules", **params))
-    df = pd.DataFrame(records)
-    df["candidate_id"] = [f"c{i}" for i in range(len(df))]
-    df["_output"] = records
-    df["_text"] = df["question"]
-    df = df.set_axis(range(10, 10 + len(df)))
-    out = verifier(
-        df, VerifyContext(spec=parse_spec(SPEC), reference=pd.DataFrame(), accepted=pd.DataFrame())
-    )
-    assert out.index.equals(df.index)
-    return out
+    return run_verifier("rules", params, candidate_rows(records), context())
 
 
 def test_a_clean_row_passes_every_default_check():
@@ -159,7 +137,7 @@ def test_the_documented_verify_list_is_a_valid_spec():
         __import__(f"synthflow.stages.verifiers.{module}")
     doc = (Path(__file__).resolve().parent.parent / "docs" / "verification.md").read_text()
     block = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
-    spec = parse_spec(SPEC + "\n" + block)
+    spec = parse_spec(MATH_SPEC + "\n" + block)
     assert [v.label for v in spec.verify] == [
         "schema", "rules", "exact_dedup", "math_answer", "self_consistency", "llm_judge", "house_rules",
     ]  # fmt: skip
