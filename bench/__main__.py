@@ -11,6 +11,8 @@ SUITES = ("generation", "resume", "diversity", "collapse")
 
 def main(argv: list[str]) -> int:
     names = argv or list(SUITES)
+    # Each suite's main() parses its own options from sys.argv; run them with their defaults.
+    sys.argv = sys.argv[:1]
     failed = []
     for name in names:
         print(f"\n=== bench/{name}.py ===", flush=True)
