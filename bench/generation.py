@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthflow.generators.base import GenerationRequest, SamplingParams
-from synthflow.generators.vllm_backend import sample_seed
+from synthflow.generators.base import GenerationRequest, SamplingParams, sample_seed
 
 CRITERION = 0.95
 TOPICS = ["apples", "trains", "marbles", "pages", "cookies", "gardens", "bikes", "coins", "boxes", "minutes"]

@@ -14,6 +14,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
+def sample_seed(seed: int, sample_index: int) -> int:
+    """The sampling seed of one sample, the same in every backend: reproducible, different for every
+    (seed, sample_index). Hashing (rather than seed + index) keeps neighbouring seeds from sharing samples (seed 1
+    index 1 vs seed 2 index 0); 31 bits because hosted OpenAI-compatible APIs reject larger seeds."""
+    digest = hashlib.sha256(f"{seed}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Sampling parameters shared by every backend (names follow vLLM / OpenAI)."""

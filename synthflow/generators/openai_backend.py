@@ -38,8 +38,13 @@ from typing import Any
 import openai
 
 from synthflow.generators import errors, retry
-from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
-from synthflow.generators.vllm_backend import sample_seed
+from synthflow.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    Usage,
+    sample_seed,
+)
 
 log = logging.getLogger(__name__)
 

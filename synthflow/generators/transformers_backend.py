@@ -22,7 +22,6 @@ so there the guarantee is only per-row seeding, hence off by default.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import socket
 import time
@@ -34,7 +33,13 @@ from urllib.parse import urlparse
 
 import torch
 
-from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
+from synthflow.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    Usage,
+    sample_seed,
+)
 from synthflow.generators.errors import ModelUnavailable
 from synthflow.generators.structured import JsonRow, SchemaGuide
 from synthflow.smoke_model import (
@@ -58,10 +63,6 @@ _MIN_ROWS = 4  # see "Batch invariance" above
 _ROWWISE = "synthflow_rowwise"
 
 
-def sample_seed(seed: int, sample_index: int) -> int:
-    """The RNG seed of one sample: a hash, so (seed, i) and (seed + 1, i - 1) do not share a stream."""
-    digest = hashlib.sha256(f"{seed}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 @dataclass

@@ -11,7 +11,6 @@ spawns its engine core in a child process, so scripts that use this need an `if 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,19 +22,12 @@ from synthflow.generators.base import (
     ProgressCallback,
     SamplingParams,
     Usage,
+    sample_seed,
 )
 
 log = logging.getLogger(__name__)
 
 
-def sample_seed(seed: int, sample_index: int) -> int:
-    """The sampling seed of one sample: reproducible, different for every (seed, sample_index).
-
-    Hashing (rather than seed + index) keeps neighbouring seeds from sharing samples (seed 1 index 1 vs seed 2
-    index 0). 31 bits because hosted OpenAI-compatible APIs reject larger seeds.
-    """
-    digest = hashlib.sha256(f"{seed}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def to_vllm_sampling_params(
