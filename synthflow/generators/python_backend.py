@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import inspect
 import json
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ import pandas as pd
 
 from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback
 from synthflow.text import text_hash
+from synthflow.user_code import load_callable
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 TABLE_FORMAT = "synthflow.table/1"
@@ -93,24 +92,7 @@ def load_target(target: str, search: Sequence[Path] = ()) -> Callable[..., Any]:
     """Import `module:function`; modules in the `search` folders (the spec's folder) are found too."""
     if not _TARGET.match(target):
         raise PythonGeneratorError(f"python generator {target!r}: expected 'module:function'")
-    module_name, _, attr = target.partition(":")
-    added = [str(p) for p in search if str(p) not in sys.path]
-    sys.path[:0] = added
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise PythonGeneratorError(f"python generator {target}: cannot import {module_name!r}: {e}") from e
-    finally:
-        for p in added:
-            sys.path.remove(p)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise PythonGeneratorError(f"python generator {target}: {module_name!r} has no {attr!r}")
-    if not callable(obj):
-        raise PythonGeneratorError(f"python generator {target}: {attr!r} is not callable")
-    return obj
+    return load_callable(target, what="python generator", search=search, error=PythonGeneratorError)
 
 
 def code_version(functions: Sequence[Callable[..., Any]], params: dict[str, Any]) -> str:

@@ -8,10 +8,8 @@ one value per row. Modules are imported normally; a module next to the spec file
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +19,7 @@ from pydantic import field_validator
 
 from synthflow.stages.verifiers.base import VERDICT_COLUMNS, VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
+from synthflow.user_code import load_callable
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 
@@ -50,28 +49,8 @@ def python_verifier(name: str, params: PythonParams):
 
 
 def load_function(target: str, base_dir: Any = None) -> Callable[..., Any]:
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if base_dir is None or e.name != module_name.split(".")[0]:
-            raise ValueError(f"python verifier {target}: cannot import {module_name!r}: {e}") from e
-        # User check modules usually sit beside the pipeline spec.
-        sys.path.insert(0, str(base_dir))
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e2:
-            raise ValueError(f"python verifier {target}: cannot import {module_name!r}: {e2}") from e2
-        finally:
-            sys.path.remove(str(base_dir))
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ValueError(f"python verifier {target}: {module_name!r} has no attribute {attr!r}")
-    if not callable(obj):
-        raise ValueError(f"python verifier {target}: {attr!r} is not callable")
-    return obj
+    # User check modules usually sit beside the pipeline spec.
+    return load_callable(target, what="python verifier", search=[base_dir] if base_dir is not None else [])
 
 
 def _wants_ctx(fn: Callable[..., Any], kwargs: dict[str, Any]) -> bool:
