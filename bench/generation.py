@@ -264,7 +264,7 @@ async def _plain_openai(
 
 
 def default_model_dir() -> Path:
-    from synthflow.smoke_model import build_smoke_model, default_smoke_model_dir
+    from synthflow.generators.smoke_model import build_smoke_model, default_smoke_model_dir
 
     return build_smoke_model(default_smoke_model_dir())
 

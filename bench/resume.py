@@ -171,7 +171,7 @@ def measure(base_url: str, api_key: str | None, model: str, *, rows: int = 24, c
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
-    from synthflow.smoke_model import build_smoke_model
+    from synthflow.generators.smoke_model import build_smoke_model
     from tests.fixtures.vllm_server import VLLMServer
 
     with tempfile.TemporaryDirectory() as tmp:

