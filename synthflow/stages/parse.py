@@ -39,7 +39,11 @@ def candidates_frame(
                 "completion_tokens": res.completion_tokens,
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if rows:
+        # pandas would store a missing error as NaN (truthy) as soon as one row has one; keep None per row.
+        frame["error"] = pd.Series([res.error or None for res in results], dtype=object)
+    return frame
 
 
 def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
@@ -53,7 +57,7 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     parsed: list[dict | None] = []
     errors: list[str | None] = []
     for raw, err, finish in zip(out["raw_text"], out["error"], out["finish_reason"], strict=True):
-        if err:
+        if isinstance(err, str) and err:  # a stored table may hold NaN for "no error"
             parsed.append(None)
             errors.append(f"generation failed: {err}")
             continue
