@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synthflow.sandbox import Limits, run_command, run_python
+from synthflow.stages.verifiers.sandbox import Limits, run_command, run_python
 
 FAST = Limits(wall_s=5, cpu_s=5, memory_mb=512, max_processes=16, max_output_bytes=200_000)
 

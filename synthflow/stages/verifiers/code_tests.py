@@ -3,7 +3,7 @@
 Tests come from a column of the row (generated with the code, or carried from a seed such as MBPP's `test_list`)
 or from a Jinja template over the row. A list of strings is one test case per string (`assert f(2) == 4`); a
 string is a test module whose top level is one case and whose `test_*` functions are one case each. The code is
-importable as `solution` and its names are visible to the tests. See synthflow/sandbox.py for what the sandbox
+importable as `solution` and its names are visible to the tests. See sandbox.py beside it for what the sandbox
 enforces.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import Field
 
-from synthflow.sandbox import Limits, SandboxResult, run_python
+from synthflow.stages.verifiers.sandbox import Limits, SandboxResult, run_python
 from synthflow.stages.verifiers.base import VerifyContext, verdicts
 from synthflow.stages.verifiers.llm_judge import row_contexts
 from synthflow.stages.verifiers.registry import VerifierParams, register
