@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/synthflow run assets/math_word_problems.yaml --rounds 2
+	$(VENV)/bin/synthflow run assets/support_questions.yaml --rounds 2
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check synthflow tests bench definitions.py

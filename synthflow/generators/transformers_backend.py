@@ -47,6 +47,7 @@ from synthflow.generators.smoke_model import (
     build_smoke_model,
     default_smoke_model_dir,
 )
+from synthflow.generators.packaged_models import hf_folder, is_gguf_model
 from synthflow.generators.structured import JsonRow, SchemaGuide
 
 __all__ = ["ModelUnavailable", "SMOKE_LABEL", "TransformersGenerator", "sample_seed"]
@@ -56,9 +57,11 @@ SMOKE_LABEL = "smoke model (random weights)"
 # plan several tokens longer, so the row starts closing a little before it strictly must.
 _CLOSING_MARGIN = 8
 _GREEDY_BELOW = 1e-5
-# Below this many parameters a CPU forward is a string of tiny matmuls, where intra-op threads cost far more in
-# synchronisation than they save (10x slower with 2 busy cores here), so such models decode single-threaded.
-_SMALL_MODEL_PARAMS = 50_000_000
+# Below this many parameters a CPU forward is a string of small matmuls, where intra-op threads cost more in
+# synchronisation than they save: the smoke model is 10x slower with 2 busy cores, and SmolLM2-135M is as fast on
+# one thread as on two when the cores are free and far faster when they are shared. So such models decode
+# single-threaded unless `num_threads` says otherwise.
+_SMALL_MODEL_PARAMS = 1_000_000_000
 _MIN_ROWS = 4  # see "Batch invariance" above
 _ROWWISE = "synthflow_rowwise"
 
@@ -167,6 +170,7 @@ class TransformersGenerator:
         batch_size: int = 8,
         max_model_len: int | None = None,
         batch_invariant: bool | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.requested = model
         self.batch_size = max(1, int(batch_size))
@@ -187,7 +191,10 @@ class TransformersGenerator:
         self._pad = pad if pad is not None else (min(self._eos) if self._eos else 0)
         self._guide: SchemaGuide | None = None
         n_params = sum(p.numel() for p in self._model.parameters())
-        self._threads = 1 if self._device.type == "cpu" and n_params < _SMALL_MODEL_PARAMS else None
+        if num_threads is not None:
+            self._threads: int | None = max(1, int(num_threads))
+        else:
+            self._threads = 1 if self._device.type == "cpu" and n_params < _SMALL_MODEL_PARAMS else None
 
     # -- Generator protocol --------------------------------------------------------------------------------------
 
@@ -247,6 +254,8 @@ class TransformersGenerator:
     def _resolve(model: str) -> tuple[str, bool]:
         if model == "smoke":
             return str(build_smoke_model(default_smoke_model_dir())), True
+        if is_gguf_model(model):
+            return str(hf_folder(model)), False
         path = Path(model).expanduser()
         return model, (path / MARKER_FILE).is_file()
 
