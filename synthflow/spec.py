@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthflow import registry
 from synthflow.templates import TemplateStr
 
 
@@ -150,8 +151,8 @@ class GenerateSpec(Strict):
 class VerifierSpec(BaseModel):
     """One step of the verify chain: `type` picks the verifier, the other keys are its parameters.
 
-    Parameters are checked by the verifier's own model (see synthflow.stages.verifiers.registry), so adding a
-    verifier never touches this file.
+    Parameters are checked by the verifier type's own model, found by name in synthflow.registry (built-ins and
+    plugins alike), so adding a verifier never touches this file and the spec imports no verifier.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -166,6 +167,18 @@ class VerifierSpec(BaseModel):
     @property
     def label(self) -> str:
         return self.name or self.type
+
+    def checked_params(self) -> BaseModel:
+        """The parameters, validated by the verifier type's model. The ValueError names the verifier and the
+        parameter; its context is pydantic's error, whose location says where the parameter is."""
+        params_model = registry.verifiers.get(self.type).params
+        try:
+            return params_model.model_validate(self.params)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+            raise ValueError(f"verifier {self.label!r} ({self.type}): {where}: {msg}") from None
 
 
 class DiversitySpec(Strict):
@@ -186,10 +199,16 @@ class DiversitySpec(Strict):
 
 
 class AccumulateSpec(Strict):
-    policy: Literal["accumulate", "replace", "accumulate_subsample"] = "accumulate"
+    policy: str = "accumulate"  # a name in synthflow.registry.policies (built-ins: stages/accumulate.py)
     min_real_fraction: float = Field(default=0.0, ge=0, le=1)
     on_low_real_fraction: Literal["fail", "subsample"] = "fail"
     subsample_size: int | None = Field(default=None, ge=1)  # rows per round for accumulate_subsample
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_known(cls, v: str) -> str:
+        registry.policies.get(v)  # RegistryError (a ValueError) lists the known policies
+        return v
 
 
 class ExportSpec(Strict):
@@ -220,8 +239,6 @@ class PipelineSpec(Strict):
     @field_validator("verify")
     @classmethod
     def _verifiers_known(cls, v: list[VerifierSpec]) -> list[VerifierSpec]:
-        from synthflow.stages.verifiers.registry import validate_params
-
         labels = [s.label for s in v]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
@@ -229,7 +246,7 @@ class PipelineSpec(Strict):
                 f"verifier names must be unique; give `name:` to repeated types: {sorted(dupes)}"
             )
         for spec in v:
-            validate_params(spec)
+            spec.checked_params()
         return v
 
     @property

@@ -19,13 +19,15 @@ independent runs of an experiment): every policy, budget and real fraction then 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synthflow.registry import policies
 from synthflow.spec import AccumulateSpec, PipelineSpec
 
 PROVENANCE_COLUMNS = [
@@ -90,6 +92,62 @@ def _scores_json(acc: pd.DataFrame, verifier_names: list[str]) -> list[str] | st
     return [json.dumps({cols[i][0]: float(r[i]) for i in names if not np.isnan(r[i])}) for r in rows]
 
 
+@dataclass(frozen=True)
+class PolicyInputs:
+    """What a policy chooses the training set of round r from (see build_training_set)."""
+
+    spec: AccumulateSpec
+    real: pd.DataFrame
+    previous: pd.DataFrame | None
+    new_synthetic: pd.DataFrame
+    round_index: int
+    groups: list[str]
+    rng: np.random.Generator
+    pool: pd.DataFrame | None = None
+
+    @property
+    def old_synthetic(self) -> pd.DataFrame:
+        """The synthetic rows of the previous training set."""
+        return _synthetic(self.previous, self.new_synthetic)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An accumulation policy: `select` returns round r's training set (real rows first, with provenance).
+
+    `description` is the sentence the dataset card gives; `reads_pool` asks for every synthetic row accepted so
+    far (PolicyInputs.pool); `keeps_previous_rows` promises that the previous training set is kept whole, which
+    the `keeps_previous_rows` asset check holds it to. build_training_set refuses duplicate ids unless the policy
+    says it checks them itself (`checks_ids`, for policies that can check only the new rows).
+    """
+
+    select: Callable[[PolicyInputs], pd.DataFrame]
+    description: str = ""
+    reads_pool: bool = False
+    keeps_previous_rows: bool = False
+    checks_ids: bool = False
+
+
+def register_policy(name: str, description: str, **flags: bool):
+    """Decorator for `select(inputs) -> DataFrame`; a plugin's `synthflow.policies` entry point names the module
+    (or the plain function, which is registered with its docstring as the description)."""
+
+    def deco(select: Callable[[PolicyInputs], pd.DataFrame]):
+        policies.register(name, Policy(select, description, **flags))
+        return select
+
+    return deco
+
+
+def _adopt(name: str, obj: object) -> Policy | None:
+    if isinstance(obj, Policy):
+        return obj
+    return Policy(obj, description=(obj.__doc__ or "").strip()) if callable(obj) else None
+
+
+policies.adopt = _adopt
+
+
 def build_training_set(
     policy: AccumulateSpec,
     *,
@@ -101,35 +159,73 @@ def build_training_set(
     group_by: Sequence[str] = (),
     pool: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The training set of round r.
+    """The training set of round r, chosen by the spec's policy (a name in synthflow.registry.policies).
 
     real: every real row known at this round (with provenance; `_round` = the round it arrived in).
     previous: the training set of round r-1 (None in round 1).
-    pool: every synthetic row accepted in rounds < r, kept or not; only `accumulate_subsample` reads it. Without
-    it the subsample is drawn from the previous training set, assuming every earlier round brought as many rows
-    as this one (exact when rounds reach their rows_per_round).
+    pool: every synthetic row accepted in rounds < r, kept or not; only policies that `reads_pool` get it.
     """
     groups = list(group_by)
     for col in groups:
         for name, frame in (("real", real), ("new synthetic", new_synthetic)):
             if len(frame) and col not in frame.columns:
                 raise AccumulationError(f"group_by column {col!r} is missing from the {name} rows")
-    rng = np.random.default_rng([seed, round_index, 7])
-    if policy.policy == "accumulate" and policy.min_real_fraction <= 0 and _starts_with(previous, real):
+    rule: Policy = policies.get(policy.policy)
+    inputs = PolicyInputs(
+        spec=policy,
+        real=real,
+        previous=previous,
+        new_synthetic=new_synthetic,
+        round_index=round_index,
+        groups=groups,
+        rng=np.random.default_rng([seed, round_index, 7]),
+        pool=pool if rule.reads_pool else None,
+    )
+    out = rule.select(inputs)
+    return out if rule.checks_ids else _unique(out)
+
+
+@register_policy(
+    "accumulate",
+    "Every real row is kept and synthetic rows accumulate across rounds; nothing is replaced. "
+    "Training on model outputs alone collapses models (Shumailov et al., Nature 2024); keeping real "
+    "data and accumulating synthetic data bounds the damage (Gerstgrasser et al., COLM 2024).",
+    keeps_previous_rows=True,
+    checks_ids=True,
+)
+def _accumulate(i: PolicyInputs) -> pd.DataFrame:
+    if i.spec.min_real_fraction <= 0 and _starts_with(i.previous, i.real):
         # The common case, kept cheap for pools of millions of rows: r-1 already holds these real rows first and
         # its ids were checked when it was built (and by the unique_ids asset check), so only the new ids are
         # checked here, against each other and the real rows. Earlier synthetic ids cannot recur: a row's id is
         # its request's key, which includes the round.
-        _unique(pd.concat([real["_id"], new_synthetic["_id"]], ignore_index=True))
-        return pd.concat([previous, new_synthetic], ignore_index=True)
-    old = _synthetic(previous, new_synthetic)
-    if policy.policy == "accumulate_subsample":
-        real_now, synth = _subsample(policy, real, old, new_synthetic, pool, groups, rng)
-    else:
-        real_now = real if policy.policy == "accumulate" else real[real["_round"] == round_index]
-        keep_old = old if policy.policy == "accumulate" else old.iloc[0:0]
-        synth = _enforce_real_fraction(policy, real_now, keep_old, new_synthetic, groups, rng)
-    return _unique(pd.concat([real_now, synth], ignore_index=True))
+        _unique(pd.concat([i.real["_id"], i.new_synthetic["_id"]], ignore_index=True))
+        return pd.concat([i.previous, i.new_synthetic], ignore_index=True)
+    synth = _enforce_real_fraction(i.spec, i.real, i.old_synthetic, i.new_synthetic, i.groups, i.rng)
+    return _unique(pd.concat([i.real, synth], ignore_index=True))
+
+
+@register_policy(
+    "replace",
+    "Each round's synthetic rows replace the previous round's. Beware: replacing data with model "
+    "outputs is the regime in which models collapse (Shumailov et al., Nature 2024).",
+)
+def _replace(i: PolicyInputs) -> pd.DataFrame:
+    real_now = i.real[i.real["_round"] == i.round_index]
+    synth = _enforce_real_fraction(
+        i.spec, real_now, i.old_synthetic.iloc[0:0], i.new_synthetic, i.groups, i.rng
+    )
+    return pd.concat([real_now, synth], ignore_index=True)
+
+
+@register_policy(
+    "accumulate_subsample",
+    "Every real row is kept; synthetic rows accumulate across rounds, subsampled per round to a fixed size.",
+    reads_pool=True,
+)
+def _accumulate_subsample(i: PolicyInputs) -> pd.DataFrame:
+    real_now, synth = _subsample(i.spec, i.real, i.old_synthetic, i.new_synthetic, i.pool, i.groups, i.rng)
+    return pd.concat([real_now, synth], ignore_index=True)
 
 
 def _unique(out: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:

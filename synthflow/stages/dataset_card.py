@@ -9,24 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
+from synthflow.registry import policies
 from synthflow.spec import PipelineSpec
 from synthflow.stages.round_plots import metric_columns
-
-_POLICY_WHY = {
-    "accumulate": (
-        "Every real row is kept and synthetic rows accumulate across rounds; nothing is replaced. "
-        "Training on model outputs alone collapses models (Shumailov et al., Nature 2024); keeping real "
-        "data and accumulating synthetic data bounds the damage (Gerstgrasser et al., COLM 2024)."
-    ),
-    "accumulate_subsample": (
-        "Every real row is kept; synthetic rows accumulate across rounds, subsampled per round to a "
-        "fixed size."
-    ),
-    "replace": (
-        "Each round's synthetic rows replace the previous round's. Beware: replacing data with model "
-        "outputs is the regime in which models collapse (Shumailov et al., Nature 2024)."
-    ),
-}
 
 _PROVENANCE = {
     "_source": "`real` (seed or real data) or `synthetic`",
@@ -91,7 +76,7 @@ def dataset_card(
         "## Accumulation policy",
         (
             f"`{spec.accumulate.policy}`, min_real_fraction {spec.accumulate.min_real_fraction}. "
-            f"{_POLICY_WHY[spec.accumulate.policy]}"
+            f"{policies.get(spec.accumulate.policy).description}"
         ),
         "## Spec",
         "```yaml\n" + _spec_text(spec).rstrip() + "\n```",

@@ -1,17 +1,19 @@
 """Verifier types by name. Each registers a pydantic model of its parameters and a factory.
 
-The spec validates `verify:` entries through this registry, so a verifier's parameters are declared once, next to
-its code.
+The types live in synthflow.registry's `verifiers` registry (built-ins plus the `synthflow.verifiers` entry points
+of installed plugins). The spec validates `verify:` entries through it, so a verifier's parameters are declared
+once, next to its code, and adding one never touches spec.py.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from synthflow.registry import verifiers
+from synthflow.spec import VerifierSpec
 from synthflow.stages.verifiers.base import Verifier
 
 
@@ -25,57 +27,27 @@ class VerifierType:
     factory: Callable[[str, VerifierParams], Verifier]
 
 
-_REGISTRY: dict[str, VerifierType] = {}
-# Modules that register built-in verifiers when imported.
-_BUILTIN_MODULES = (
-    "synthflow.stages.verifiers.builtin",
-    "synthflow.stages.verifiers.rules",
-    "synthflow.stages.verifiers.llm_judge",
-    "synthflow.stages.verifiers.self_consistency",
-    "synthflow.stages.verifiers.math_answer",
-    "synthflow.stages.verifiers.code_tests",
-    "synthflow.stages.verifiers.python_fn",
-    "synthflow.stages.verifiers.semantic_dedup",
-)
-_loaded = False
-
-
 def register(type_name: str, params: type[VerifierParams]):
+    """Decorator for a factory `(name, params) -> Verifier`; a plugin's entry point names the decorated module."""
+
     def deco(factory: Callable[[str, VerifierParams], Verifier]):
-        _REGISTRY[type_name] = VerifierType(params, factory)
+        verifiers.register(type_name, VerifierType(params, factory))
         return factory
 
     return deco
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in _BUILTIN_MODULES:
-            importlib.import_module(mod)
+verifiers.adopt = lambda name, obj: obj if isinstance(obj, VerifierType) else None
 
 
 def known_types() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return verifiers.names()
 
 
-def validate_params(spec) -> VerifierParams:
+def validate_params(spec: VerifierSpec) -> VerifierParams:
     """Check one `verify:` entry; raises ValueError naming the verifier and the bad parameter."""
-    _load_builtins()
-    vt = _REGISTRY.get(spec.type)
-    if vt is None:
-        raise ValueError(f"unknown verifier type {spec.type!r}; known: {', '.join(known_types())}")
-    try:
-        return vt.params.model_validate(spec.params)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        msg = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ValueError(f"verifier {spec.label!r} ({spec.type}): {where}: {msg}") from None
+    return spec.checked_params()
 
 
-def build(spec) -> Verifier:
-    params = validate_params(spec)
-    return _REGISTRY[spec.type].factory(spec.label, params)
+def build(spec: VerifierSpec) -> Verifier:
+    return verifiers.get(spec.type).factory(spec.label, validate_params(spec))
