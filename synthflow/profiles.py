@@ -6,12 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synthflow.spec import SpecError, _field_path, _line_of
+from synthflow.spec import SpecError, _field_path, _line_of, load_yaml
 
 DEFAULT_PROFILE = "local"
+
+
+class ProfileError(SpecError):
+    """A resource profile that cannot be used (file, line and field, like a spec error)."""
+
+    header = "invalid resource profile"
+
+
+class ProfileNotFound(ProfileError):
+    header = ""  # one line: which profile, where it was looked for, which exist
 
 
 def state_dir() -> Path:
@@ -70,14 +79,18 @@ def load_profile(name: str | None = None, project_root: Path | None = None) -> P
     path = profiles_dir(project_root) / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in profiles_dir(project_root).glob("*.yaml"))
-        raise SpecError(str(path), [(None, "", f"no resource profile named {name!r}; known: {known}")])
+        raise ProfileNotFound(str(path), [(None, "", f"no resource profile named {name!r}; known: {known}")])
     text = path.read_text()
-    data = yaml.safe_load(text) or {}
     try:
-        profile = Profile.model_validate({"name": name, **data})
+        node, data = load_yaml(text, str(path))
+    except SpecError as e:
+        raise ProfileError(e.path, e.problems) from None
+    if data is not None and not isinstance(data, dict):
+        raise ProfileError(str(path), [(1, "", "a resource profile must be a YAML mapping (store:, generators: ...)")])
+    try:
+        profile = Profile.model_validate({"name": name, **(data or {})})
     except ValidationError as e:
-        node = yaml.compose(text)
-        raise SpecError(
+        raise ProfileError(
             str(path),
             [(_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"]) for x in e.errors()],
         ) from None

@@ -6,6 +6,7 @@ error reads `assets/math.yaml:14: generate.sampling.temperature: Input should be
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -14,9 +15,23 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from synthflow import registry
-from synthflow.templates import TemplateStr
+from synthflow.templates import TemplateStr, unknown_names
+
+
+def _invalid(problems: list[tuple[tuple[Any, ...], str, dict[str, Any]]]) -> ValidationError:
+    """Errors at locations below the field being validated, so the message points at the offending key's line."""
+    return ValidationError.from_exception_data(
+        "spec",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("spec", "{message}", {"message": msg, **ctx}), loc=loc, input=None
+            )
+            for loc, msg, ctx in problems
+        ],
+    )
 
 
 class Strict(BaseModel):
@@ -100,10 +115,49 @@ class RoundsSpec(Strict):
 
     @field_validator("cron")
     @classmethod
-    def _cron_has_five_fields(cls, v: str) -> str:
-        if len(v.split()) != 5:
+    def _cron_is_valid(cls, v: str) -> str:
+        from croniter import croniter
+
+        fields = v.split()
+        if len(fields) != 5:
             raise ValueError("cron must have five fields, e.g. '0 0 * * *'")
+        # Value by value, so the message says which field is out of range, not just that the cron is bad.
+        bad = [
+            f"{name} {value!r} is not valid ({allowed})"
+            for i, (value, (name, allowed)) in enumerate(zip(fields, _CRON_FIELDS, strict=True))
+            if not croniter.is_valid(" ".join(value if j == i else "*" for j in range(5)))
+        ]
+        if bad or not croniter.is_valid(v):
+            raise ValueError("; ".join(bad) or f"{v!r} is not a valid cron expression")
         return v
+
+    @field_validator("start")
+    @classmethod
+    def _start_is_a_date(cls, v: str) -> str:
+        try:
+            start_datetime(v)
+        except ValueError:
+            raise ValueError(
+                "start must be a date (2026-01-01) or a date and time (2026-01-01 06:00)"
+            ) from None
+        return v
+
+
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-6 or SUN-SAT"),
+)
+
+
+def start_datetime(start: str) -> datetime.datetime:
+    """`rounds.start` as a datetime: a plain date, an ISO date-time, or Dagster's `%Y-%m-%d-%H:%M`."""
+    try:
+        return datetime.datetime.fromisoformat(start)
+    except ValueError:
+        return datetime.datetime.strptime(start, "%Y-%m-%d-%H:%M")
 
 
 class SamplingSpec(Strict):
@@ -138,7 +192,7 @@ class GenerateSpec(Strict):
         try:
             jsonschema.Draft202012Validator.check_schema(v)
         except jsonschema.SchemaError as e:
-            raise ValueError(f"not a valid JSON schema: {e.message}") from e
+            raise _invalid([(tuple(e.path), f"not a valid JSON schema: {e.message}", {})]) from None
         if v.get("type") != "object" or not v.get("properties"):
             raise ValueError("output_schema must be an object schema with properties")
         return v
@@ -245,9 +299,33 @@ class PipelineSpec(Strict):
             raise ValueError(
                 f"verifier names must be unique; give `name:` to repeated types: {sorted(dupes)}"
             )
-        for spec in v:
-            spec.checked_params()
+        problems = []
+        for i, spec in enumerate(v):
+            try:
+                spec.checked_params()
+            except ValueError as e:
+                # validate_params says which parameter; its pydantic error (the context) says where it is.
+                inner = e.__context__
+                sub = tuple(inner.errors()[0]["loc"]) if isinstance(inner, ValidationError) else ()
+                problems.append(((i, *sub), str(e), {}))
+        if problems:
+            raise _invalid(problems)
         return v
+
+    @model_validator(mode="after")
+    def _template_names_known(self) -> PipelineSpec:
+        columns = [c.name for c in self.seed.columns]
+        problems = [
+            (("generate", field), msg, {"template_line": line})
+            for field in ("system", "prompt")
+            if getattr(self.generate, field)
+            for line, msg in unknown_names(
+                getattr(self.generate, field), PROMPT_NAMES, {"exemplars": columns}
+            )
+        ]
+        if problems:
+            raise _invalid(problems)
+        return self
 
     @property
     def base_dir(self) -> Path:
@@ -266,16 +344,23 @@ class PipelineSpec(Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# The names generate.system and generate.prompt are rendered with (stages/prompts.py, build_request).
+PROMPT_NAMES = ("exemplars", "round", "cluster")
+
+
 class SpecError(ValueError):
     """A spec that cannot be used; the message names file, line and field for each problem."""
+
+    header = "invalid pipeline spec"  # the first line of the message; empty: the problems alone
 
     def __init__(self, path: str, problems: list[tuple[int | None, str, str]]):
         self.path = path
         self.problems = problems
         lines = [
-            f"{path}:{line if line else '?'}: {field or '<root>'}: {msg}" for line, field, msg in problems
+            f"{path}{f':{line}' if line else ''}: {f'{field}: ' if field else ''}{msg}"
+            for line, field, msg in problems
         ]
-        super().__init__("invalid pipeline spec\n" + "\n".join(lines))
+        super().__init__("\n".join(([self.header] if self.header else []) + lines))
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -313,13 +398,52 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def parse_spec(text: str, path: str = "<string>") -> PipelineSpec:
+def _duplicate_keys(node: yaml.Node | None, where: str = "") -> list[tuple[int | None, str, str]]:
+    """Every key given twice in one mapping (PyYAML silently keeps the last), with both lines."""
+    out: list[tuple[int | None, str, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key, value in node.value:
+            field = f"{where}.{key.value}" if where else str(key.value)
+            line = key.start_mark.line + 1
+            if key.value in first:
+                out.append((line, field, f"duplicate key: first given on line {first[key.value]}, again on line {line}"))
+            else:
+                first[key.value] = line
+            out += _duplicate_keys(value, field)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, f"{where}[{i}]")
+    return out
+
+
+def load_yaml(text: str, path: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML's node tree (for line numbers) and its data; bad YAML and duplicate keys raise SpecError."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise SpecError(path, [(mark.line + 1 if mark else None, "", f"not valid YAML: {e}")]) from e
+    dupes = _duplicate_keys(node)
+    if dupes:
+        raise SpecError(path, dupes)
+    return node, data
+
+
+def _template_line(node: yaml.Node | None, loc: tuple[Any, ...], template_line: int) -> int | None:
+    """The file line of a template's own line: a block scalar (`prompt: |`) starts on the line after its key."""
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((v for k, v in node.value if k.value == part), None)
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    return node.start_mark.line + template_line + (1 if node.style in ("|", ">") else 0)
+
+
+def parse_spec(text: str, path: str = "<string>") -> PipelineSpec:
+    node, data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise SpecError(path, [(1, "", "the spec must be a YAML mapping (name:, seed:, generate: ...)")])
     try:
@@ -331,7 +455,10 @@ def parse_spec(text: str, path: str = "<string>") -> PipelineSpec:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (not part of the spec; check the spelling)"
-            problems.append((_line_of(node, loc), _field_path(loc), msg))
+            ctx = err.get("ctx") or {}
+            tline = ctx.get("template_line") or getattr(ctx.get("error"), "lineno", None)
+            line = _template_line(node, loc, tline) if tline else None
+            problems.append((line or _line_of(node, loc), _field_path(loc), msg))
         raise SpecError(path, problems) from None
 
 
