@@ -63,3 +63,44 @@ def test_csv_and_parquet_over_fsspec(tmp_path):
     for name in ("s.csv", "s.parquet"):
         got = load_seed(SPEC.seed.model_copy(update={"source": f"file://{tmp_path / name}"}), tmp_path)
         assert list(got["_id"]) == list(df["id"])
+
+
+def test_truncated_json_line_gets_a_plain_message(tmp_path):
+    p = tmp_path / "seed.jsonl"
+    lines = [json.dumps(r) for r in _rows()]
+    lines[1] = lines[1][:30]  # cut inside a string: json says "Invalid control character at" for the newline
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SeedLoadError) as e:
+        load_seed(SPEC.seed.model_copy(update={"source": str(p)}), tmp_path)
+    assert str(e.value) == f"{p}:2: not valid JSON: the JSON object is cut off (the line ends before it is closed)"
+    lines[1] = '{"id": "x", "topic": arithmetic}'
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SeedLoadError, match=rf"^{p}:2: not valid JSON: Expecting value at column 22$"):
+        load_seed(SPEC.seed.model_copy(update={"source": str(p)}), tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_non_utf8_seed_names_the_line(tmp_path, fmt):
+    df = pd.DataFrame(_rows())
+    p = tmp_path / f"seed.{fmt}"
+    if fmt == "jsonl":
+        text = "\n".join(json.dumps(r, ensure_ascii=False) for r in _rows()) + "\n"
+        line = 4
+    else:
+        text = df.to_csv(index=False)
+        line = 5  # the header is line 1
+    data = text.encode()
+    lines = data.split(b"\n")
+    lines[line - 1] = lines[line - 1].replace(b"a", b"\xe9", 1)  # latin-1 'é'
+    p.write_bytes(b"\n".join(lines))
+    col = lines[line - 1].index(b"\xe9") + 1
+    with pytest.raises(SeedLoadError) as e:
+        load_seed(SPEC.seed.model_copy(update={"source": str(p)}), tmp_path)
+    assert str(e.value) == f"{p}:{line}: not UTF-8 text (byte 0xe9 at column {col}); save the file as UTF-8"
+
+
+def test_missing_key_in_a_row_is_reported_as_missing():
+    rows = _rows()
+    del rows[2]["solution"]
+    failures = column_failures(pd.DataFrame(rows), SPEC.seed.columns)
+    assert failures == [(2, "solution", "missing (no value for this column in the row)")]

@@ -53,6 +53,8 @@ def column_failures(df: pd.DataFrame, columns: Sequence[ColumnSpec]) -> list[tup
         if check == "column_in_dataframe":
             check = "column is missing"
             column = str(failure)
+        elif check == "not_nullable" and row is not None:
+            check = "missing (no value for this column in the row)"  # an absent key and a null read alike
         elif row is not None:
             check = f"{check} (value: {str(failure)[:80]!r})"
         out.append((row, str(column), check))

@@ -6,6 +6,7 @@ line; hub datasets (`hf://datasets/ID` or a bare `org/name` that is not a path) 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -45,16 +46,35 @@ def _infer_format(url: str, declared: str | None) -> str:
     )
 
 
+def _decode(url: str, data: bytes, first_line: int = 1) -> str:
+    """UTF-8 text; a bad byte is reported by its line and column, which a user can find in an editor."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SeedLoadError(
+            f"{url}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
+
+
+def _json_problem(e: json.JSONDecodeError, line: str) -> str:
+    if e.pos >= len(line) or e.msg.startswith("Unterminated string"):
+        return "the JSON object is cut off (the line ends before it is closed)"
+    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
+
+
 def _read_jsonl(url: str) -> pd.DataFrame:
     rows = []
-    with fsspec.open(url, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with fsspec.open(url, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _decode(url, raw, lineno).rstrip("\r\n")
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise SeedLoadError(f"{url}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise SeedLoadError(f"{url}:{lineno}: not valid JSON: {_json_problem(e, line)}") from None
             if not isinstance(obj, dict):
                 raise SeedLoadError(
                     f"{url}:{lineno}: expected a JSON object per line, got {type(obj).__name__}"
@@ -97,8 +117,8 @@ def load_table(src: DataSourceSpec, base_dir: Path, source: str | None = None) -
         if fmt == "jsonl":
             df = _read_jsonl(url)
         elif fmt == "csv":
-            with fsspec.open(url, "rt", encoding="utf-8") as f:
-                df = pd.read_csv(f)
+            with fsspec.open(url, "rb") as f:
+                df = pd.read_csv(io.StringIO(_decode(url, f.read())))
         else:
             with fsspec.open(url, "rb") as f:
                 df = pd.read_parquet(f)
