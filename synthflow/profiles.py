@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from synthflow.generators.backends import check_options, get_backend
 from synthflow.spec import SpecError, _field_path, _line_of, load_yaml
 
 DEFAULT_PROFILE = "local"
@@ -40,6 +41,21 @@ class GeneratorProfile(_Strict):
     prices: dict[str, float] | None = (
         None  # {"prompt_per_1k": .., "completion_per_1k": ..} for cost estimates
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_known(cls, v: str) -> str:
+        get_backend(v)  # RegistryError (a ValueError) lists the known backends
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options_fit_the_backend(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked against the backend constructor's signature without importing the backend (backends.py);
+        # pydantic nests the error under `options`, so it points at the misspelled key's line.
+        if "backend" in info.data:
+            check_options(info.data["backend"], v)
+        return v
 
 
 class EmbedderProfile(_Strict):
@@ -92,6 +108,9 @@ def load_profile(name: str | None = None, project_root: Path | None = None) -> P
     except ValidationError as e:
         raise ProfileError(
             str(path),
-            [(_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"]) for x in e.errors()],
+            [
+                (_line_of(node, tuple(x["loc"])), _field_path(tuple(x["loc"])), x["msg"].removeprefix("Value error, "))
+                for x in e.errors()
+            ],
         ) from None
     return profile
