@@ -1,10 +1,13 @@
 """G3: kill a round mid-generation (SIGKILL to the `synthflow run` process), run it again, and measure.
 
-Criterion (shared/BENCHMARKS.md): requests re-sent <= one chunk (`generate.store_every`), and the final rows are
-identical to an uninterrupted run with the same seeds. Requests are counted by the vLLM server itself
-(`vllm:request_success_total` on its /metrics), so nothing in synthflow's own bookkeeping is trusted.
+Criterion: requests re-sent <= the requests in flight at the kill, at most `max_concurrency` (every result is
+fsynced to the request cache's log as it arrives, so only what the server was still working on is lost), and the
+final rows are identical to an uninterrupted run with the same seeds. It runs at concurrency 1 and 32. The kill
+comes once the server has finished `kill_after` requests, a point that does not depend on how synthflow stores
+them. Requests are counted by the vLLM server itself (`vllm:request_success_total` on its /metrics), so nothing in
+synthflow's own bookkeeping is trusted.
 
-The same driver backs tests/test_resume.py.
+The same driver backs tests/test_resume.py, which also checks that the killed run does not stay STARTED.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+
+from synthflow.stages.cache import stored_results
+from synthflow.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +65,7 @@ generators:
   generator:
     backend: openai
     model: {model}
-    options: {{max_concurrency: 1, max_retries: 1}}
+    options: {{max_concurrency: {concurrency}, max_retries: 1}}
 embedders:
   embedder:
     model: all-MiniLM-L6-v2
@@ -69,12 +75,23 @@ embedders:
 @dataclass
 class ResumeResult:
     total: int  # candidates in the round
-    chunk: int  # results per stored chunk
+    chunk: int  # generate.store_every (Parquet chunk size; only object stores write results in chunks)
+    concurrency: int  # the openai backend's max_concurrency: the bound on re-sent requests
     sent_before_kill: int  # requests the server received before the kill
     stored_before_kill: int  # results that reached the cache before the kill
     sent_after: int  # requests the server received from the resumed run
     resent: int  # requests sent twice
     identical: bool | None  # final rows equal to the uninterrupted run (None when not compared)
+    run_statuses: list[str]  # Dagster statuses of the killed and the resumed run, oldest first
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the server received before the kill whose results were not stored."""
+        return self.sent_before_kill - self.stored_before_kill
+
+    @property
+    def ok(self) -> bool:
+        return 0 <= self.resent <= self.concurrency and self.identical is not False
 
 
 def server_requests(base_url: str) -> int:
@@ -83,12 +100,12 @@ def server_requests(base_url: str) -> int:
     return int(sum(float(m) for m in re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.M)))
 
 
-def make_project(root: Path, store: Path, model: str, rows: int, chunk: int) -> Path:
+def make_project(root: Path, store: Path, model: str, rows: int, chunk: int, concurrency: int = 1) -> Path:
     (root / "assets" / "data").mkdir(parents=True, exist_ok=True)
     (root / "resources").mkdir(exist_ok=True)
     shutil.copy(REPO / "assets" / "data" / "math_word_problems.jsonl", root / "assets" / "data")
     (root / "assets" / "resume_probe.yaml").write_text(SPEC.format(rows=rows, chunk=chunk))
-    (root / "resources" / "probe.yaml").write_text(PROFILE.format(store=store, model=model))
+    (root / "resources" / "probe.yaml").write_text(PROFILE.format(store=store, model=model, concurrency=concurrency))
     return root
 
 
@@ -106,10 +123,7 @@ def _cmd() -> list[str]:
 
 
 def cached_results(store: Path) -> int:
-    import pyarrow.parquet as pq
-
-    d = store / "resume_probe" / "_cache" / "generations"
-    return sum(pq.read_metadata(p).num_rows for p in d.glob("*.parquet")) if d.exists() else 0
+    return stored_results(Store(str(store)), "resume_probe")
 
 
 def run_once(project: Path, base_url: str, api_key: str | None, timeout: float = 900) -> None:
@@ -119,45 +133,60 @@ def run_once(project: Path, base_url: str, api_key: str | None, timeout: float =
         raise RuntimeError(f"synthflow run failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
 
 
-def run_killed(project: Path, store: Path, base_url: str, api_key: str | None, kill_after: int,
-               timeout: float = 900) -> None:
-    """Start a round and SIGKILL it once `kill_after` results are stored."""
+def run_killed(project: Path, base_url: str, api_key: str | None, kill_after: int, timeout: float = 900) -> None:
+    """Start a round and SIGKILL it once the server has finished `kill_after` of its requests."""
+    start = server_requests(base_url)
     proc = subprocess.Popen(_cmd(), cwd=project, env=_env(project, base_url, api_key), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
-        while cached_results(store) < kill_after:
+        while server_requests(base_url) - start < kill_after:
             if proc.poll() is not None:
                 raise RuntimeError(f"the round ended before it could be killed:\n{proc.stderr.read().decode()[-3000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError("no results stored in time")
-            time.sleep(0.05)
+            time.sleep(0.02)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
-def final_rows(store: Path, partition: str) -> pd.DataFrame:
-    from synthflow.store import Store
+_STATUSES = """
+import dagster as dg
+with dg.DagsterInstance.get() as i:
+    print(" ".join(r.dagster_run.status.value for r in reversed(i.get_run_records())))
+"""
 
+
+def run_statuses(project: Path) -> list[str]:
+    """Statuses of the project's Dagster runs, oldest first (read in a child: DAGSTER_HOME is per process)."""
+    env = {**os.environ, "DAGSTER_HOME": str(project / ".synthflow" / "dagster")}
+    out = subprocess.run([sys.executable, "-c", _STATUSES], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return out.stdout.split()
+
+
+def final_rows(store: Path, partition: str) -> pd.DataFrame:
     df = Store(str(store)).read("resume_probe", "candidates", partition)
     return df[["candidate_id", "raw_text"]].sort_values("candidate_id").reset_index(drop=True)
 
 
 def measure(base_url: str, api_key: str | None, model: str, *, rows: int = 24, chunk: int = 4,
-            compare: bool = True) -> ResumeResult:
-    """Kill after two chunks, resume; optionally compare against an uninterrupted run in another store."""
+            concurrency: int = 1, kill_after: int | None = None, compare: bool = True) -> ResumeResult:
+    """Kill once the server finished `kill_after` requests (default: two chunks), resume; optionally compare
+    against an uninterrupted run in another store."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         identical = None
         if compare:
-            clean = make_project(tmp / "clean", tmp / "clean_store", model, rows, chunk)
+            clean = make_project(tmp / "clean", tmp / "clean_store", model, rows, chunk, concurrency)
             run_once(clean, base_url, api_key)
         store = tmp / "store"
-        project = make_project(tmp / "killed", store, model, rows, chunk)
+        project = make_project(tmp / "killed", store, model, rows, chunk, concurrency)
         before = server_requests(base_url)
-        run_killed(project, store, base_url, api_key, kill_after=2 * chunk)
+        run_killed(project, base_url, api_key, kill_after=kill_after or 2 * chunk)
         time.sleep(1.0)  # let the server finish or abort what was in flight, so it is counted before the rerun
         stored = cached_results(store)
         mid = server_requests(base_url)
@@ -166,7 +195,8 @@ def measure(base_url: str, api_key: str | None, model: str, *, rows: int = 24, c
         sent_before, sent_after = mid - before, after - mid
         if compare:
             identical = final_rows(store, "2026-01-01").equals(final_rows(tmp / "clean_store", "2026-01-01"))
-        return ResumeResult(rows, chunk, sent_before, stored, sent_after, sent_before + sent_after - rows, identical)
+        return ResumeResult(rows, chunk, concurrency, sent_before, stored, sent_after, sent_before + sent_after - rows,
+                            identical, run_statuses(project))
 
 
 def main() -> int:
@@ -179,16 +209,28 @@ def main() -> int:
         server = VLLMServer(model_dir, Path(tmp) / "server.log")
         server.start()
         try:
-            r = measure(server.base_url, server.api_key, server.served_model_name)
+            results = [
+                measure(server.base_url, server.api_key, server.served_model_name, **kw) for kw in SETTINGS
+            ]
         finally:
             server.stop()
-    ok = r.resent <= r.chunk and bool(r.identical)
-    print(f"{'id':<4} {'task':<44} {'criterion':<40} {'ours':<44} pass")
-    print(f"{'G3':<4} {'kill a round mid-generation, rerun':<44} {'re-sent <= one chunk; rows identical':<40} "
-          f"{f're-sent {r.resent} (chunk {r.chunk}); identical={r.identical}':<44} {'yes' if ok else 'NO'}")
-    print(f"     sent before kill {r.sent_before_kill}, stored {r.stored_before_kill}, sent on resume {r.sent_after}, "
-          f"total {r.total}")
-    return 0 if ok else 1
+    print(f"{'id':<4} {'task':<44} {'criterion':<44} {'ours':<40} pass")
+    for r in results:
+        task = f"kill a round mid-generation (concurrency {r.concurrency})"
+        ours = f"re-sent {r.resent} (in flight {r.in_flight}); identical={r.identical}"
+        print(f"{'G3':<4} {task:<44} {f're-sent <= {r.concurrency} in flight; rows identical':<44} {ours:<40} "
+              f"{'yes' if r.ok else 'NO'}")
+        print(f"     sent before kill {r.sent_before_kill}, stored {r.stored_before_kill}, sent on resume "
+              f"{r.sent_after}, total {r.total}, store_every {r.chunk}; runs {' -> '.join(r.run_statuses)}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+# Concurrency 1 (one request in flight) and 32 (the backend's default); at 32 the kill comes mid-round, with
+# 32 requests in flight and store_every far above what a chunked cache would have written by then.
+SETTINGS = (
+    {"rows": 24, "chunk": 4, "concurrency": 1, "kill_after": 8},
+    {"rows": 128, "chunk": 64, "concurrency": 32, "kill_after": 48},
+)
 
 
 if __name__ == "__main__":

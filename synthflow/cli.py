@@ -51,14 +51,21 @@ def validate(specs: tuple[str, ...]) -> None:
 
 
 def _use_local_dagster_home() -> Path:
+    from synthflow.dagster.instance import MARKER, fail_dead_runs, write_instance_yaml
+
     home = Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        # Dagster's defaults (SQLite storage in this folder) are what we want; the file says so explicitly.
-        (home / "dagster.yaml").write_text(
-            "# Dagster instance for synthflow: SQLite storage in this folder (defaults).\n"
-        )
+    # SQLite storage in this folder, run monitoring on, telemetry off, one run per round partition at a time.
+    ours = write_instance_yaml(home).read_text().startswith(MARKER)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
+    if ours:  # only in synthflow's own instance: a user's may hold runs of other machines
+        import socket
+
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            for run_id in fail_dead_runs(instance, socket.gethostname()):
+                click.echo(f"synthflow: run {run_id} was left STARTED by a killed process; marked it failed", err=True)
     return home
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from synthflow.store import Store, VersionNotFound, content_hash
+from synthflow.generators.base import GenerationResult
+from synthflow.stages.cache import ResultCache
+from synthflow.store import Store, StoreError, VersionNotFound, content_hash
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -53,3 +61,79 @@ def test_failed_write_leaves_nothing_visible(store):
     pd.testing.assert_frame_equal(store.read("p", "t"), good)
     leftovers = [p for p in store.fs.find(store.path("p", "t")) if "/.tmp-" in p]
     assert leftovers == []
+
+
+# -- faults: paths that cannot be created, full disks (issue 12, case 13) ---------------------------------------
+
+
+def test_store_path_that_cannot_be_created_names_it(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(StoreError) as info:
+        Store(str(blocker / "store"))
+    msg = str(info.value)
+    assert "\n" not in msg and str(blocker / "store") in msg and "Not a directory" in msg
+
+
+@contextlib.contextmanager
+def _tiny_tmpfs(path: Path, size: str = "256k"):
+    path.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _noise(rows: int) -> pd.DataFrame:
+    return pd.DataFrame({"x": [uuid.uuid4().hex * 8 for _ in range(rows)]})  # incompressible
+
+
+def _leftovers(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob(".tmp-*")]
+
+
+def test_full_disk_names_the_path_and_leaves_no_temp_files(tmp_path):
+    with _tiny_tmpfs(tmp_path / "disk") as disk:
+        store = Store(str(disk / "store"))
+        store.write("p", "t", _noise(10))
+        with pytest.raises(StoreError) as info:
+            store.write("p", "t", _noise(20_000))  # ~5 MB into 256 kB
+        msg = str(info.value)
+        assert "No space left on device" in msg and f"{disk}/store/p/t/_/data/" in msg and "\n" not in msg
+        assert _leftovers(disk) == []
+        assert len(store.versions("p", "t")) == 1  # the earlier version is untouched and still the latest
+        # The request cache's fsynced log fails the same way, naming its file.
+        cache = ResultCache(store, "p")
+        with pytest.raises(StoreError, match=rf"cannot write {disk}/store/p/_cache/generations/.*No space left"):
+            for i in range(20_000):
+                cache.put(GenerationResult(key=f"k{i}", text=uuid.uuid4().hex * 8, model="m"))
+        assert _leftovers(disk) == []
+
+
+_FSIZE_SCRIPT = """
+import resource, signal, sys, uuid
+import pandas as pd
+from synthflow.store import Store, StoreError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+store = Store(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+try:
+    store.write("p", "t", pd.DataFrame({"x": [uuid.uuid4().hex * 8 for _ in range(20_000)]}))
+except StoreError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def test_file_size_limit_names_the_path_and_leaves_no_temp_files(tmp_path):
+    root = tmp_path / "store"
+    done = subprocess.run([sys.executable, "-c", _FSIZE_SCRIPT, str(root)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith(f"cannot write {root}/p/t/_/data/") and "File too large" in done.stdout
+    assert _leftovers(root) == []

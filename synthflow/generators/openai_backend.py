@@ -19,6 +19,10 @@ Failures:
   failure) instead of yielding a round of failures. Results yielded before that are good and stay good; the
   requests that were not yielded can simply be sent again once the server is back. 401/403/404 (wrong key, wrong
   URL, unknown model) raise it at once: no request could succeed.
+- A server that accepts connections but never answers (its process stopped or hung) is not left to each request's
+  `timeout_s` (long, since one generation may legitimately take minutes): while requests are in flight and nothing
+  has answered for a while, GET {base}/models probes the server, and after `hung_after_s` with no answer at all
+  (no completion, no HTTP status, no probe reply) generate() raises EndpointUnavailable.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class OpenAIGenerator:
         max_retries: int = 6,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30,
+        hung_after_s: float = 20,
+        probe_timeout_s: float = 5,
         prices: Mapping[str, float] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         label: str | None = None,
@@ -109,6 +115,9 @@ class OpenAIGenerator:
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.backoff = retry.Backoff(base_s=backoff_base_s, max_s=backoff_max_s)
+        # 0 turns the hang watchdog off (then only timeout_s and the retries bound a silent server).
+        self.hung_after_s = float(hung_after_s)
+        self.probe_timeout_s = float(probe_timeout_s)
         self.prices = dict(prices) if prices is not None else None
         self.extra_body = dict(extra_body or {})
         self.usage = Usage()
@@ -234,6 +243,8 @@ class _Run:
         self._lock = threading.Lock()
         self._batch: list[tuple[GenerationRequest, GenerationResult]] | None = None
         self._outstanding = 0  # sent and not yet taken by the consumer
+        self._in_flight = 0  # requests waiting for the server now
+        self.last_answer = time.monotonic()  # when the server last answered anything (the hang watchdog's clock)
 
     def consumed(self) -> None:
         """From the consumer's thread: one result was taken (and, in a round, handed to the result cache)."""
@@ -282,16 +293,55 @@ class _Run:
                 asyncio.create_task(self._worker(client, pending))
                 for _ in range(min(gen.max_concurrency, len(self.reqs)))
             ]
+            tasks = [*workers, asyncio.create_task(self._watchdog(client, workers))]
             try:
-                await asyncio.gather(*workers)
+                await asyncio.gather(*tasks)
             except EndpointUnavailable as exc:
                 self._flush()
                 self.out.put(exc)
             finally:
-                for w in workers:
-                    w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._flush()
+
+    async def _watchdog(self, client: openai.AsyncOpenAI, workers: list[asyncio.Task[None]]) -> None:
+        """Raise EndpointUnavailable when requests are in flight and the server has answered nothing (completion,
+        HTTP error or probe) for `hung_after_s`: a stopped process keeps its socket open, so connections succeed
+        and only each request's own timeout would end them."""
+        gen = self.gen
+        if gen.hung_after_s <= 0:
+            return
+        tick = min(1.0, gen.hung_after_s / 10)
+        probe_after = gen.hung_after_s / 4
+        while not all(w.done() for w in workers):
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self._in_flight == 0:
+                self.last_answer = now  # nothing asked, nothing owed
+                continue
+            silent = now - self.last_answer
+            if silent >= gen.hung_after_s:
+                raise EndpointUnavailable(
+                    self.endpoint,
+                    f"{retry.TIMEOUT}: {self.endpoint}: no answer for {silent:.0f}s to {self._in_flight} request(s) "
+                    f"in flight or to GET /models probes: the server accepts connections but does not respond "
+                    "(stopped or hung?)",
+                    retries=self.retries_spent,
+                    unfinished=len(self.reqs) - self.completed,
+                )
+            if silent >= probe_after:
+                await self._probe(client, min(gen.probe_timeout_s, max(0.5, gen.hung_after_s - silent)))
+
+    async def _probe(self, client: openai.AsyncOpenAI, timeout_s: float) -> None:
+        """GET /models (every OpenAI-compatible server has it): any HTTP answer means the process is alive."""
+        try:
+            await client.with_options(timeout=timeout_s).models.with_raw_response.list()
+        except openai.APIStatusError:
+            pass
+        except openai.APIError:  # timeout, refused, reset: no answer
+            return
+        self.last_answer = time.monotonic()
 
     async def _worker(self, client: openai.AsyncOpenAI, pending: Iterator[GenerationRequest]) -> None:
         # A fixed pool of workers pulling from one iterator bounds concurrency like a semaphore would, without
@@ -360,16 +410,19 @@ class _Run:
     ) -> tuple[GenerationResult | None, _Failure | None]:
         known = {k: v for k, v in body.items() if k in _CREATE_PARAMS}
         extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMS}
+        self._in_flight += 1
         try:
             # The raw response, read with json.loads: building the client's pydantic models for every completion
             # costs CPU that, on a small machine, the server itself is short of.
             raw = await client.chat.completions.with_raw_response.create(**known, extra_body=extra or None)
+            self.last_answer = time.monotonic()
         except openai.APITimeoutError:
             return None, _Failure(retry.TIMEOUT, f"no response within {self.gen.timeout_s:g}s")
         except openai.APIConnectionError as exc:  # refused, reset, closed mid-response
             cause = exc.__cause__ or exc
             return None, _Failure(retry.CONNECTION, f"{type(cause).__name__}: {cause}")
         except openai.APIStatusError as exc:
+            self.last_answer = time.monotonic()
             return None, _Failure(
                 retry.kind_for_status(exc.status_code),
                 f"HTTP {exc.status_code}: {_error_text(exc)}",
@@ -378,6 +431,8 @@ class _Run:
             )
         except openai.APIError as exc:
             return None, _Failure(retry.INVALID_RESPONSE, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight -= 1
         try:
             data = json.loads(raw.content)
             choice = data["choices"][0]

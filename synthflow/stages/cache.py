@@ -1,25 +1,39 @@
-"""Generation results stored as they arrive, keyed by the request hash, in chunk files.
+"""Generation results stored as they arrive, keyed by the request hash.
 
-A killed round that is run again finds every result that reached a chunk and re-sends only the rest; a round
-re-materialized with new verifiers re-sends nothing. Chunks are never rewritten, so concurrent writers cannot
-clobber each other.
+On a local store every result is appended to this process's log file and fsynced before put() returns, so a killed
+round loses nothing that reached put(): a rerun re-sends at most the requests that were in flight at the kill (with
+the openai backend, at most `max_concurrency`: it never has more than that sent and not yet handed to put()).
+flush() (the end of each generation call) compacts the log into a Parquet chunk and removes it; logs left by a
+killed process are read like chunks and compacted by the next process on that host that opens the cache.
+
+Object stores cannot append, so there results go out in Parquet chunks of `chunk_size` (`generate.store_every`)
+and a killed round re-sends up to `chunk_size - 1 + max_concurrency` requests.
+
+Chunks and logs are never rewritten and each writer has its own log, so concurrent writers cannot clobber each
+other; a key found twice (a log compacted by a writer killed before it removed the log) has one result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable
+from typing import IO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthflow.generators.base import GenerationResult
-from synthflow.store import Store
+from synthflow.store import Store, StoreError, process_alive
 
 _COLUMNS = ["key", "text", "model", "prompt_tokens", "completion_tokens", "finish_reason", "error", "retries"]
+_LOG_SUFFIX = ".log.jsonl"
 
 
 class ResultCache:
@@ -28,17 +42,31 @@ class ResultCache:
         self.dir = store.path(pipeline, "_cache", "generations")
         self.chunk_size = chunk_size
         self._results: dict[str, GenerationResult] | None = None
-        self._pending: list[GenerationResult] = []
+        self._pending: list[GenerationResult] = []  # not yet in a Parquet chunk (in our log, on a local store)
+        self._log: IO[bytes] | None = None
+        self._log_path: str | None = None
 
+    # -- reading -------------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, GenerationResult]:
         if self._results is None:
             self._results = {}
             fs = self.store.fs
             if fs.exists(self.dir):
-                for p in sorted(x for x in fs.ls(self.dir, detail=False) if x.endswith(".parquet")):
-                    with fs.open(p, "rb") as f:
-                        for rec in pq.read_table(f).to_pylist():
-                            self._results[rec["key"]] = GenerationResult(**rec)
+                orphans: list[tuple[str, list[GenerationResult]]] = []
+                for p in sorted(fs.ls(self.dir, detail=False)):
+                    if p.endswith(".parquet"):
+                        with fs.open(p, "rb") as f:
+                            records = [GenerationResult(**r) for r in pq.read_table(f).to_pylist()]
+                    elif p.endswith(_LOG_SUFFIX):
+                        records = _read_log(fs, p)
+                        if _writer_gone(p):
+                            orphans.append((p, records))
+                    else:
+                        continue
+                    for rec in records:
+                        self._results[rec.key] = rec
+                for path, records in orphans:
+                    self._compact(records, [path])
         return self._results
 
     def get(self, key: str) -> GenerationResult | None:
@@ -50,26 +78,105 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._load())
 
+    # -- writing -------------------------------------------------------------------------------------------------
     def put(self, result: GenerationResult) -> None:
         """Keep a result; failed requests are not cached, so a rerun tries them again."""
         if result.error:
             return
         self._load()[result.key] = result
         self._pending.append(result)
-        if len(self._pending) >= self.chunk_size:
+        if self.store.local:
+            self._append(result)
+        elif len(self._pending) >= self.chunk_size:
             self.flush()
 
     def put_many(self, results: Iterable[GenerationResult]) -> None:
         for r in results:
             self.put(r)
 
+    def _append(self, result: GenerationResult) -> None:
+        if self._log is None:
+            os.makedirs(self.dir, exist_ok=True)
+            name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_LOG_SUFFIX}"
+            self._log_path = f"{self.dir}/{name}"
+            try:
+                self._log = open(self._log_path, "ab")  # noqa: SIM115 - kept open across put() calls
+                _fsync_dir(self.dir)  # the new file's name must survive a crash too
+            except OSError as exc:
+                raise StoreError(f"cannot write {self._log_path}: {exc.strerror or exc}") from exc
+        line = json.dumps({c: getattr(result, c) for c in _COLUMNS}, ensure_ascii=False).encode() + b"\n"
+        try:
+            self._log.write(line)
+            self._log.flush()
+            os.fsync(self._log.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot write {self._log_path}: {exc.strerror or exc}") from exc
+
     def flush(self) -> None:
-        if not self._pending:
-            return
-        table = pd.DataFrame([{c: getattr(r, c) for c in _COLUMNS} for r in self._pending], columns=_COLUMNS)
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buf)
-        self.store.write_bytes_atomic(
-            f"{self.dir}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", buf.getvalue()
-        )
-        self._pending = []
+        """Everything put so far into one Parquet chunk; this process's log (if any) is then removed."""
+        log_path = self._log_path
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log, self._log_path = None, None
+        pending, self._pending = self._pending, []
+        if pending or log_path:
+            self._compact(pending, [log_path] if log_path else [])
+
+    def _compact(self, records: list[GenerationResult], logs: list[str]) -> None:
+        if records:
+            table = pd.DataFrame([{c: getattr(r, c) for c in _COLUMNS} for r in records], columns=_COLUMNS)
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buf)
+            self.store.write_bytes_atomic(
+                f"{self.dir}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", buf.getvalue()
+            )
+        for path in logs:  # only once its records are safe in a chunk
+            with contextlib.suppress(FileNotFoundError):
+                self.store.fs.rm(path)
+
+
+def stored_results(store: Store, pipeline: str) -> int:
+    """How many results a fresh cache would find (what a resumed round will not send again)."""
+    fs, folder = store.fs, store.path(pipeline, "_cache", "generations")
+    if not fs.exists(folder):
+        return 0
+    keys: set[str] = set()
+    for p in fs.ls(folder, detail=False):
+        with contextlib.suppress(FileNotFoundError):  # a log compacted while we list
+            if p.endswith(".parquet"):
+                with fs.open(p, "rb") as f:
+                    keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
+            elif p.endswith(_LOG_SUFFIX):
+                keys.update(r.key for r in _read_log(fs, p))
+    return len(keys)
+
+
+def _read_log(fs, path: str) -> list[GenerationResult]:
+    """The records of a log; a torn last line (the writer killed mid-write) is skipped."""
+    out = []
+    with fs.open(path, "rb") as f:
+        for line in f.read().splitlines():
+            try:
+                out.append(GenerationResult(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return out
+
+
+def _writer_gone(log_path: str) -> bool:
+    """Whether the process that wrote this log is dead (only knowable on its own host)."""
+    parts = log_path.rsplit("/", 1)[-1].removesuffix(_LOG_SUFFIX).split("-")
+    try:
+        host, pid = "-".join(parts[1:-2]), int(parts[-2])
+    except (IndexError, ValueError):
+        return False
+    return process_alive(host, pid) is False
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
