@@ -10,13 +10,8 @@ import pytest
 from synthflow.collapse.loop import LoopConfig, real_data, spec_for
 from synthflow.generators import make_generator
 from synthflow.generators.base import Generator
-from synthflow.generators.python_backend import (
-    PythonGenerator,
-    PythonGeneratorError,
-    decode_rows,
-    encode_rows,
-    fit_hash,
-)
+from synthflow.generators.python_backend import PythonGenerator, PythonGeneratorError, fit_hash
+from synthflow.generators.tables import decode_rows, encode_rows
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.round import RoundInputs, run_round
 from synthflow.store import Store

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from synthflow.generators.base import Generator
+from synthflow.generators.tables import table_candidates
 from synthflow.spec import PipelineSpec
 from synthflow.stages.accumulate import build_training_set, synthetic_rows
 from synthflow.stages.cache import ResultCache
@@ -235,8 +236,6 @@ def _table_batch(
     The row count is in the messages, so it is part of the cache key; the request's seed depends on the round and
     the block only, so a resumed round asks for, and gets, the same rows.
     """
-    from synthflow.generators.python_backend import table_candidates
-
     spec = inp.spec
     base = build_request(spec, inp.seed.iloc[0:0], round_index=inp.round_index, candidate_index=batch_index)
     messages = (*base.messages, ("user", f"rows: {n}"))
