@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from synthflow.generators.backends import check_options, get_backend
+from synthflow.paths import state_dir
 from synthflow.spec import SpecError, _field_path, _line_of, load_yaml
 
 DEFAULT_PROFILE = "local"
@@ -22,11 +23,6 @@ class ProfileError(SpecError):
 
 class ProfileNotFound(ProfileError):
     header = ""  # one line: which profile, where it was looked for, which exist
-
-
-def state_dir() -> Path:
-    """The project's local state folder: store, smoke model, Dagster instance (SYNTHFLOW_HOME, default .synthflow)."""
-    return Path(os.environ.get("SYNTHFLOW_HOME", ".synthflow")).resolve()
 
 
 class _Strict(BaseModel):

@@ -294,7 +294,7 @@ class RayGenerator:
         if address is None:
             # Same machine: actors must find the same state folder (smoke model, caches) whatever the cwd and
             # environment of the raylet that started them.
-            from synthflow.profiles import state_dir
+            from synthflow.paths import state_dir
 
             home = str(state_dir())
         actor_cls = ray.remote(_EngineActor).options(
