@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from synthflow._version import __version__
 
 __all__ = ["__version__", "build_pipeline_defs", "load_spec"]
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from synthflow import registry
+from synthflow._version import __version__
 from synthflow.templates import TemplateStr, unknown_names
 
 
@@ -337,8 +338,6 @@ class PipelineSpec(Strict):
 
     def section_hash(self, *sections: str) -> str:
         """Hash of the named spec sections: the code_version of the assets that read them."""
-        from synthflow import __version__
-
         data = {s: self.model_dump(mode="json").get(s) for s in sections}
         blob = json.dumps({"synthflow": __version__, **data}, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
