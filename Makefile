@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check synthflow tests bench definitions.py
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 # tests/test_ui.py screenshots the Dagster UI in headless Chromium: Debian's chromium + chromium-driver.
