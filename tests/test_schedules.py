@@ -34,12 +34,17 @@ def _run_round(defs: dg.Definitions, instance: dg.DagsterInstance, partition: st
     assert res.success
 
 
-def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, when: datetime):
+def _tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, when: datetime, name: str = "math_word_problems"
+):
     """One tick of the pipeline's schedule; the repository resolves the round partition of its run request."""
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
-    )
-    return defs.resolve_schedule_def("math_word_problems__next_round").evaluate_tick(context)
+    with dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=when,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,  # what the daemon gives a schedule of this code location
+    ) as context:
+        return defs.resolve_schedule_def(f"{name}__next_round").evaluate_tick(context)
 
 
 def _edit_seed(project: Path) -> None:

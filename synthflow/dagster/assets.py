@@ -1,63 +1,83 @@
 """The asset factory: one pipeline spec -> p/seed, p/real, p/seed_map, the p/round multi-asset, their checks.
 
-Assets write through the store resource and return MaterializeResult with a content-hash data_version; the
-round reads its inputs from the store rather than through IO managers, so the definitions drop into any code
-location without claiming its `io_manager` key.
+Assets write through the store resource and return MaterializeResult with a content-hash data_version. Host assets
+read them as plain inputs through the IO manager the definitions attach under the profile's own key
+(`synthflow_<profile>_io`, see io_manager.py), so nothing claims the host's `io_manager`. The round's work is
+`stages.session.RoundSession`; the round asset only translates its result into Dagster events.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from synthflow.dagster import metadata as md
 from synthflow.dagster.execution import GPU_POOL, automation_conditions, gpu_k8s_tags
-from synthflow.dagster.resources import (
-    STORE_KEY,
-    EmbedderResource,
-    GeneratorResource,
-    embedder_key,
-    generator_key,
+from synthflow.dagster.resources import EmbedderResource, GeneratorResource, ResourceKeys
+from synthflow.dagster.translator import (
+    STORE_NAME_META,
+    TABLE_META,
+    SynthflowOutputProps,
+    SynthflowTranslator,
 )
 from synthflow.progress import reporter
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
-from synthflow.stages.accumulate import real_rows, schema_problems
-from synthflow.stages.cache import ResultCache
-from synthflow.stages.generate import CachingGenerator
-from synthflow.stages.round import RoundInputs, run_round
 from synthflow.stages.round_plots import coverage_history, rounds_plot, verdicts_plot
 from synthflow.stages.schema import column_failures, failures_frame, storable
 from synthflow.stages.seed import SeedLoadError, load_seed, load_table, with_ids_and_text
+from synthflow.stages.session import (
+    COVERAGE_GATES,
+    FAILED_CHECKS,
+    RoundInputError,
+    RoundSession,
+    pipeline_needs,
+)
 from synthflow.store import Store
 
 ROUND_OUTPUTS = ("candidates", "verified", "coverage", "training_set")
+# Outputs a host asset may take as inputs (through the synthflow IO manager).
+LOADABLE_OUTPUTS = ("seed", "real", "candidates", "verified", "coverage", "training_set")
 
 
 @dataclass(frozen=True)
 class PipelineKeys:
-    """Asset keys of one pipeline, under an optional prefix."""
+    """Asset keys of one pipeline, under an optional prefix, as the translator names them."""
 
     spec: PipelineSpec
     prefix: tuple[str, ...]
+    translator: SynthflowTranslator = field(default_factory=SynthflowTranslator)
 
     def key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey([*self.prefix, self.spec.name, name])
+        return self.translator.get_asset_key(self.spec, name, self.prefix)
 
     @property
     def store_name(self) -> str:
+        """Where the tables live in the store: the prefix and the pipeline name (never the translated key)."""
         return "__".join([*self.prefix, self.spec.name])
 
 
+def _parse_start(start: str) -> datetime:
+    """`rounds.start` as a date (2026-01-01) or a date and time (2026-01-01T06:00, 2026-01-01 06:00,
+    2026-01-01-06:00), whatever format the partition keys use."""
+    try:
+        return datetime.fromisoformat(start)
+    except ValueError:
+        return datetime.strptime(start, "%Y-%m-%d-%H:%M")
+
+
 def round_partitions(spec: PipelineSpec) -> dg.TimeWindowPartitionsDefinition:
-    fmt = (
-        "%Y-%m-%d-%H:%M"
-        if spec.rounds.cron.split()[1] != "0" or spec.rounds.cron.split()[0] != "0"
-        else "%Y-%m-%d"
-    )
+    """Time windows of `rounds.cron`. Keys are dates when the cron fires at most once a day (fixed minute and
+    hour), else date-hour-minute, so every window of any valid cron has its own key."""
+    minute, hour = spec.rounds.cron.split()[:2]
+    fmt = "%Y-%m-%d" if minute.isdigit() and hour.isdigit() else "%Y-%m-%d-%H:%M"
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=spec.rounds.cron, start=spec.rounds.start, fmt=fmt, timezone=spec.rounds.timezone
+        cron_schedule=spec.rounds.cron,
+        start=_parse_start(spec.rounds.start),
+        fmt=fmt,
+        timezone=spec.rounds.timezone,
     )
 
 
@@ -65,6 +85,12 @@ def round_index(partitions_def: dg.TimeWindowPartitionsDefinition, partition_key
     """1-based position of a round partition: the round number users see."""
     first = partitions_def.get_first_partition_key()
     return len(partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, partition_key)))
+
+
+def partitions_up_to(partitions_def: dg.TimeWindowPartitionsDefinition, partition_key: str) -> list[str]:
+    return partitions_def.get_partition_keys_in_range(
+        dg.PartitionKeyRange(partitions_def.get_first_partition_key(), partition_key)
+    )
 
 
 def previous_partition(partitions_def: dg.TimeWindowPartitionsDefinition, partition_key: str) -> str | None:
@@ -77,23 +103,40 @@ def _generator_code(spec: PipelineSpec, generator_profile: str) -> str:
     return f"{spec.section_hash('seed', 'generate')}-{generator_profile}"
 
 
+def translated_spec(
+    keys: PipelineKeys, output: str, default: dg.AssetSpec, resource_keys: ResourceKeys | None = None
+) -> dg.AssetSpec:
+    """The translator's AssetSpec for one output, with the store location (and the IO manager of a loadable
+    output) attached after translation, so no override can break them."""
+    s = keys.translator.get_asset_spec(SynthflowOutputProps(keys.spec, output, keys.prefix, default))
+    s = s.merge_attributes(metadata={STORE_NAME_META: keys.store_name, TABLE_META: output})
+    if resource_keys is not None and output in LOADABLE_OUTPUTS:
+        s = s.with_io_manager_key(resource_keys.io_manager)
+    return s
+
+
 def build_pipeline_assets(
     spec: PipelineSpec,
     *,
+    resource_keys: ResourceKeys,
     key_prefix: tuple[str, ...] = (),
     group: str | None = None,
     generator_fingerprint: str = "",
     gpus: int = 0,
-) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    translator: SynthflowTranslator | None = None,
+) -> list[dg.AssetsDefinition]:
     """`gpus`: GPUs one round step needs; > 0 puts a Kubernetes GPU request on the round's op tags."""
-    keys = PipelineKeys(spec, key_prefix)
+    keys = PipelineKeys(spec, key_prefix, translator or SynthflowTranslator())
+    rk = resource_keys
     group = group or spec.name
     tags = {**spec.tags, "synthflow/pipeline": spec.name}
     owners = list(spec.owners)
-    gen_key = generator_key(spec.generate.generator)
-    emb_key = embedder_key(spec.diversity.embedder)
+    needs = pipeline_needs(spec)
+    gen_keys = {name: rk.generator(name) for name in needs.generators}
+    emb_key = rk.embedder(spec.diversity.embedder)
     parts = round_partitions(spec)
     store_name = keys.store_name
+    op_prefix = "__".join([*key_prefix, spec.name])
     automation = automation_conditions(
         spec.rounds.automation,
         seed_key=keys.key("seed"),
@@ -101,6 +144,27 @@ def build_pipeline_assets(
         candidates_key=keys.key("candidates"),
         training_set_key=keys.key("training_set"),
     )
+
+    def asset_spec(name: str, description: str, code_version: str, deps=(), kinds=("parquet", "pandas")):
+        return translated_spec(
+            keys,
+            name,
+            dg.AssetSpec(
+                keys.key(name),
+                deps=list(deps),
+                description=description,
+                group_name=group,
+                code_version=code_version,
+                kinds=set(kinds),
+                owners=owners,
+                tags=tags,
+                automation_condition=automation.get(name),
+            ),
+            rk,
+        )
+
+    def store_of(context: dg.AssetExecutionContext) -> Store:
+        return getattr(context.resources, rk.store).get()
 
     # -- p/seed ----------------------------------------------------------------------------------------------
     seed_check = dg.AssetCheckSpec(
@@ -110,25 +174,32 @@ def build_pipeline_assets(
         description="Every seed row matches the columns, types and constraints declared in the spec (pandera).",
     )
 
-    @dg.asset(
-        key=keys.key("seed"),
-        group_name=group,
-        description=f"Seed rows of `{spec.name}` loaded from {spec.seed.source}.",
-        code_version=spec.section_hash("seed"),
+    @dg.multi_asset(
+        name=f"{op_prefix}__seed",
+        specs=[
+            asset_spec(
+                "seed",
+                f"Seed rows of `{spec.name}` loaded from {spec.seed.source}.",
+                spec.section_hash("seed"),
+            )
+        ],
         check_specs=[seed_check],
-        required_resource_keys={STORE_KEY},
-        kinds={"parquet", "pandas"},
-        owners=owners,
-        tags=tags,
+        required_resource_keys={rk.store},
     )
     def seed(context: dg.AssetExecutionContext):
-        store: Store = context.resources.synthflow_store.get()
+        store = store_of(context)
         try:
             df = load_seed(spec.seed, spec.base_dir)
         except SeedLoadError as e:
             raise dg.Failure(description=f"seed of {spec.name}: {e}") from e
         failures = column_failures(df, spec.seed.columns)
-        rec = store.write(store_name, "seed", storable(df) if failures else df)
+        # A failing seed is stored for audit, marked so that no round ever reads it (stages.session).
+        rec = store.write(
+            store_name,
+            "seed",
+            storable(df) if failures else df,
+            meta={FAILED_CHECKS: ["schema"]} if failures else None,
+        )
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(rec.version),
             metadata=md.table_metadata(df, rec, spec.seed.columns),
@@ -138,7 +209,9 @@ def build_pipeline_assets(
             passed=not failures,
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
-                "all rows valid" if not failures else md.failures_summary(spec.seed.source, failures)
+                "all rows valid"
+                if not failures
+                else f"version {rec.version}: " + md.failures_summary(spec.seed.source, failures)
             ),
             metadata=md.failures_metadata(failures_frame(failures, row_offset=1))
             if failures
@@ -153,19 +226,20 @@ def build_pipeline_assets(
         real_key = keys.key("real")
         real_parts = parts if spec.real.partitioned else None
 
-        @dg.asset(
-            key=real_key,
-            group_name=group,
-            description=f"Real rows of `{spec.name}` that keep arriving, from {spec.real.source}.",
-            code_version=spec.section_hash("real", "seed"),
+        @dg.multi_asset(
+            name=f"{op_prefix}__real",
+            specs=[
+                asset_spec(
+                    "real",
+                    f"Real rows of `{spec.name}` that keep arriving, from {spec.real.source}.",
+                    spec.section_hash("real", "seed"),
+                )
+            ],
             partitions_def=real_parts,
-            required_resource_keys={STORE_KEY},
-            kinds={"parquet", "pandas"},
-            owners=owners,
-            tags=tags,
+            required_resource_keys={rk.store},
         )
         def real(context: dg.AssetExecutionContext):
-            store: Store = context.resources.synthflow_store.get()
+            store = store_of(context)
             source = spec.real.source
             part = context.partition_key if spec.real.partitioned else None
             if part is not None:
@@ -177,7 +251,7 @@ def build_pipeline_assets(
             except SeedLoadError as e:
                 raise dg.Failure(description=f"real data of {spec.name}: {e}") from e
             failures = column_failures(df, spec.seed.columns)
-            if failures:
+            if failures:  # never stored: a rejected real partition cannot reach a round
                 raise dg.Failure(description=md.failures_summary(source, failures))
             if part is not None:
                 df["_round"] = round_index(parts, part)
@@ -190,22 +264,26 @@ def build_pipeline_assets(
         assets.append(real)
 
     # -- p/seed_map -------------------------------------------------------------------------------------------
-    @dg.asset(
-        key=keys.key("seed_map"),
-        group_name=group,
-        deps=[keys.key("seed")],
-        description="The reference distribution: seed embeddings, clusters, their sizes, shares and exemplars.",
-        code_version=spec.section_hash("seed", "diversity"),
-        required_resource_keys={STORE_KEY, emb_key},
-        kinds={"parquet", "numpy"},
-        owners=owners,
-        tags=tags,
-        automation_condition=automation.get("seed_map"),
+    @dg.multi_asset(
+        name=f"{op_prefix}__seed_map",
+        specs=[
+            asset_spec(
+                "seed_map",
+                "The reference distribution: seed embeddings, clusters, their sizes, shares and exemplars.",
+                spec.section_hash("seed", "diversity"),
+                deps=[keys.key("seed")],
+                kinds=("parquet", "numpy"),
+            )
+        ],
+        required_resource_keys={rk.store, emb_key},
     )
     def seed_map(context: dg.AssetExecutionContext):
-        store: Store = context.resources.synthflow_store.get()
+        store = store_of(context)
         embedder = seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get, spec)
-        seed_df = store.read(store_name, "seed")
+        try:
+            seed_df = RoundSession(spec, store, store_name, []).load_seed()
+        except RoundInputError as e:
+            raise dg.Failure(description=str(e)) from None
         tables, meta = seed_map_stage.build(seed_df, spec, embedder)
         if not tables["clusters"].empty:
             store.write(store_name, seed_map_stage.CLUSTERS_TABLE, tables["clusters"])
@@ -216,171 +294,157 @@ def build_pipeline_assets(
         )
 
     assets.append(seed_map)
+    assets.append(
+        _round_asset(
+            keys, rk, parts, group, gen_keys, emb_key, generator_fingerprint, gpus, asset_spec, real_key
+        )
+    )
+    return assets
 
-    # -- p/round: one multi-asset per round partition ---------------------------------------------------------
+
+_DESCRIPTIONS = {
+    "candidates": "Raw generations of the round: prompt, sampling parameters, model, tokens, target cluster.",
+    "verified": "Accepted rows of the round with every verifier's verdict (rejected rows: the `rejected` table).",
+    "coverage": "Coverage of the round: counts, rejection reasons, duplicate rates, per-cluster shares, gap plan.",
+    "training_set": "Real rows plus every verified synthetic row of rounds <= r, with provenance columns.",
+}
+
+
+def _round_asset(
+    keys: PipelineKeys,
+    rk: ResourceKeys,
+    parts: dg.TimeWindowPartitionsDefinition,
+    group: str,
+    gen_keys: Mapping[str, str],
+    emb_key: str,
+    fingerprint: str,
+    gpus: int,
+    asset_spec,
+    real_key: dg.AssetKey | None,
+) -> dg.AssetsDefinition:
+    """p/round: one multi-asset per round partition with four outputs and their checks."""
+    spec = keys.spec
     ts_key = keys.key("training_set")
     upstream = [keys.key("seed"), keys.key("seed_map")] + ([real_key] if real_key else [])
     prev_round = dg.AssetDep(
         ts_key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     )
-    descriptions = {
-        "candidates": "Raw generations of the round: prompt, sampling parameters, model, tokens, target cluster.",
-        "verified": "Accepted rows of the round with every verifier's verdict (rejected rows: the `rejected` table).",
-        "coverage": "Coverage of the round: counts, rejection reasons, duplicate rates, per-cluster shares, gap plan.",
-        "training_set": "Real rows plus every verified synthetic row of rounds <= r, with provenance columns.",
-    }
+    gen = _generator_code(spec, fingerprint)
+    verify = f"{gen}-{spec.section_hash('verify', 'diversity')}"
     code_versions = {
-        "candidates": _generator_code(spec, generator_fingerprint),
-        "verified": f"{_generator_code(spec, generator_fingerprint)}-{spec.section_hash('verify', 'diversity')}",
-        "coverage": f"{_generator_code(spec, generator_fingerprint)}-{spec.section_hash('verify', 'diversity')}",
-        "training_set": f"{_generator_code(spec, generator_fingerprint)}-{spec.section_hash('verify', 'diversity', 'accumulate', 'real')}",
+        "candidates": gen,
+        "verified": verify,
+        "coverage": verify,
+        "training_set": f"{gen}-{spec.section_hash('verify', 'diversity', 'accumulate', 'real')}",
     }
-    specs = []
-    for name in ROUND_OUTPUTS:
-        deps: list[Any] = list(upstream)
-        if name == "verified":
-            deps.append(keys.key("candidates"))
-        if name == "coverage":
-            deps.append(keys.key("verified"))
-        if name == "training_set":
-            deps += [keys.key("verified"), prev_round]
-        specs.append(
-            dg.AssetSpec(
-                keys.key(name),
-                deps=deps,
-                description=descriptions[name],
-                group_name=group,
-                code_version=code_versions[name],
-                kinds={"parquet", "pandas"} | ({"vllm"} if name == "candidates" else set()),
-                owners=owners,
-                tags=tags,
-                automation_condition=automation.get(name),
-            )
+    extra_deps = {
+        "candidates": [],
+        "verified": [keys.key("candidates")],
+        "coverage": [keys.key("verified")],
+        "training_set": [keys.key("verified"), prev_round],
+    }
+    specs = [
+        asset_spec(
+            name,
+            _DESCRIPTIONS[name],
+            code_versions[name],
+            deps=upstream + extra_deps[name],
+            kinds=("parquet", "pandas", "vllm") if name == "candidates" else ("parquet", "pandas"),
         )
+        for name in ROUND_OUTPUTS
+    ]
     ts_checks = [
         dg.AssetCheckSpec(
             "schema",
             asset=ts_key,
+            blocking=True,
             description="Declared columns, provenance columns and their types are present.",
         ),
         dg.AssetCheckSpec(
-            "keeps_previous_rows", asset=ts_key, description="Accumulate never loses a row of r-1."
+            "keeps_previous_rows",
+            asset=ts_key,
+            blocking=True,
+            description="Accumulate never loses a row of r-1.",
         ),
         dg.AssetCheckSpec(
             "real_fraction", asset=ts_key, description="Real rows are at least accumulate.min_real_fraction."
         ),
         dg.AssetCheckSpec("unique_ids", asset=ts_key, description="No two rows share an id."),
     ]
+    cov_key = keys.key("coverage")
+    cov_checks = [
+        dg.AssetCheckSpec(
+            name, asset=cov_key, description=f"Cumulative {metric} against diversity.{field_name}."
+        )
+        for name, field_name, metric, _ in COVERAGE_GATES
+        if getattr(spec.diversity, field_name) is not None
+    ]
 
     @dg.multi_asset(
-        name=f"{'__'.join([*key_prefix, spec.name])}__round",
+        name=f"{keys.store_name}__round",
         specs=specs,
-        check_specs=ts_checks + _coverage_check_specs(keys.key("coverage"), spec),
+        check_specs=ts_checks + cov_checks,
         partitions_def=parts,
-        required_resource_keys={STORE_KEY, gen_key, emb_key},
+        required_resource_keys={rk.store, emb_key, *gen_keys.values()},
         pool=GPU_POOL,
         op_tags={"synthflow/pipeline": spec.name, **gpu_k8s_tags(gpus)},
     )
     def round_(context: dg.AssetExecutionContext):
-        store: Store = context.resources.synthflow_store.get()
-        gen_res: GeneratorResource = getattr(context.resources, gen_key)
-        emb_res: EmbedderResource = getattr(context.resources, emb_key)
+        store: Store = getattr(context.resources, rk.store).get()
         part = context.partition_key
-        r = round_index(parts, part)
-        prev_key = previous_partition(parts, part)
-        previous = None
-        if prev_key is not None and r > 1:
-            previous = store.read_or_none(store_name, "training_set", prev_key)
-            if previous is None:
-                raise dg.Failure(
-                    description=(
-                        f"round {r} ({part}) of {spec.name} needs the training set of round {r - 1} ({prev_key}), "
-                        "which has not been materialized. Rounds run in order: materialize the earlier round first "
-                        "(a backfill over a range does this)."
-                    )
-                )
-        seed_df = store.read(store_name, "seed")
-        real_df = _real_rows_for_round(store, store_name, spec, seed_df, parts, part, r)
-        pool = (
-            _synthetic_pool(store, store_name, parts, part)
-            if spec.accumulate.policy == "accumulate_subsample"
-            else None
+        session = RoundSession(
+            spec, store, keys.store_name, partitions_up_to(parts, part), log=context.log.info
         )
-        generator = gen_res.get(context.log)
-        # One cache for the round's generator and its verifiers' judges.
-        cache = ResultCache(store, store_name, chunk_size=spec.generate.store_every)
-        embedder = seed_map_stage.embedder_or_none(emb_res.get, spec)
-        prev_synth = previous[previous["_source"] == "synthetic"] if previous is not None else None
-        planner = seed_map_stage.planner(store, store_name, spec, seed_df, embedder, prev_synth)
-        context.log.info(f"round {r} ({part}): generating with {generator.label}")
-        result = run_round(
-            RoundInputs(
-                spec=spec,
-                round_index=r,
-                seed=seed_df,
-                real=real_df,
-                previous=previous,
-                generator=generator,
-                cache=cache,
-                generators=_LazyGenerators(context, cache),
-                embedder=embedder,
-                planner=planner,
-                pool=pool,
-                log=context.log.info,
-                progress=reporter(f"round {r} generation", context.log.info),
-            )
+        r = session.round_index
+        try:
+            reads = session.load()
+        except RoundInputError as e:
+            raise dg.Failure(description=str(e)) from None
+        main: GeneratorResource = getattr(context.resources, gen_keys[spec.generate.generator])
+        emb_res: EmbedderResource = getattr(context.resources, emb_key)
+        result = session.run(
+            reads,
+            generators={
+                name: (lambda key=key: getattr(context.resources, key).get(context.log))
+                for name, key in gen_keys.items()
+            },
+            embedder=emb_res.get,
+            progress=reporter(f"round {r} generation", context.log.info),
         )
-        cand_rec = store.write(store_name, "candidates", result.candidates, partition=part)
-        acc_rec = store.write(store_name, "verified", result.accepted.reset_index(drop=True), partition=part)
-        rej_rec = store.write(store_name, "rejected", result.rejected.reset_index(drop=True), partition=part)
-        extras = seed_map_stage.coverage_extras(planner, r)
-        coverage = {**result.coverage, **{k: v for k, v in extras.items() if not isinstance(v, bytes)}}
-        cov_df = pd.DataFrame([md.flatten(coverage)])
-        cov_rec = store.write(store_name, "coverage", cov_df, partition=part)
-        history = coverage_history(
-            store,
-            store_name,
-            parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part)),
-        )
-        if (
-            result.new_synthetic is not None
-        ):  # every accepted row, kept or not: the pool later subsamples draw from
-            store.write(
-                store_name, SYNTHETIC_POOL_TABLE, result.new_synthetic.reset_index(drop=True), partition=part
-            )
-        ts_rec = store.write(store_name, "training_set", result.training_set, partition=part)
-
-        usage = md.usage_metadata(result.stats, generator, gen_res.prices, gen_res.fallback_reason)
+        out, recs, cov = result.output, result.records, result.coverage
+        usage = md.usage_metadata(result.stats, result.generator, main.prices, main.fallback_reason)
         yield dg.MaterializeResult(
             asset_key=keys.key("candidates"),
-            data_version=dg.DataVersion(cand_rec.version),
+            data_version=dg.DataVersion(recs["candidates"].version),
             metadata={
-                **md.table_metadata(result.candidates, cand_rec),
+                **md.table_metadata(out.candidates, recs["candidates"]),
                 **usage,
-                "preview": md.preview(result.candidates, ["candidate_id", "raw_text", "finish_reason"]),
+                "preview": md.preview(out.candidates, ["candidate_id", "raw_text", "finish_reason"]),
             },
         )
         yield dg.MaterializeResult(
             asset_key=keys.key("verified"),
-            data_version=dg.DataVersion(acc_rec.version),
+            data_version=dg.DataVersion(recs["verified"].version),
             metadata={
-                **md.table_metadata(result.accepted, acc_rec),
-                **md.verifier_metadata(result.verified, [v.label for v in spec.verify]),
-                "rejected_version": rej_rec.version,
-                "rejected_rows": rej_rec.rows,
-                "preview": md.preview(result.accepted, spec.output_columns),
+                **md.table_metadata(out.accepted, recs["verified"]),
+                **md.verifier_metadata(out.verified, [v.label for v in spec.verify]),
+                "rejected_version": recs["rejected"].version,
+                "rejected_rows": recs["rejected"].rows,
+                "preview": md.preview(out.accepted, spec.output_columns),
                 "verdicts_plot": md.image(
-                    verdicts_plot(result.coverage["accepted"], result.coverage["rejected_by"], f"round {r}"),
+                    verdicts_plot(out.coverage["accepted"], out.coverage["rejected_by"], f"round {r}"),
                     "verdicts by reason",
                 ),
             },
         )
+        cov_df = result.coverage_frame
+        history = coverage_history(store, keys.store_name, session.partitions)
         yield dg.MaterializeResult(
-            asset_key=keys.key("coverage"),
-            data_version=dg.DataVersion(cov_rec.version),
+            asset_key=cov_key,
+            data_version=dg.DataVersion(recs["coverage"].version),
             metadata={
-                **md.table_metadata(cov_df, cov_rec),
-                **md.as_metadata({**coverage, **extras}),
+                **md.table_metadata(cov_df, recs["coverage"]),
+                **md.as_metadata(cov),
                 "preview": md.preview(
                     cov_df, [c for c in cov_df if not isinstance(cov_df[c].iloc[0], bytes)]
                 ),
@@ -389,143 +453,21 @@ def build_pipeline_assets(
         )
         yield dg.MaterializeResult(
             asset_key=ts_key,
-            data_version=dg.DataVersion(ts_rec.version),
+            data_version=dg.DataVersion(recs["training_set"].version),
             metadata={
-                **md.table_metadata(result.training_set, ts_rec, spec.seed.columns),
-                **md.provenance_metadata(result.training_set),
+                **md.table_metadata(out.training_set, recs["training_set"], spec.seed.columns),
+                **md.provenance_metadata(out.training_set),
             },
         )
-        yield from _training_set_checks(ts_key, spec, previous, result.training_set)
-        yield from _coverage_checks(keys.key("coverage"), spec, coverage)
-
-    assets.append(round_)
-    return assets
-
-
-class _LazyGenerators(dict):
-    """Generators for verifiers (LLM judges), resolved from resources only when a verifier asks for one."""
-
-    def __init__(self, context: dg.AssetExecutionContext, cache: ResultCache):
-        super().__init__()
-        self._context = context
-        self._cache = cache
-
-    def __missing__(self, name: str):
-        res = getattr(self._context.resources, generator_key(name), None)
-        if res is None:
-            raise KeyError(
-                f"a verifier needs the generator {name!r}, which the resource profile does not define "
-                f"(add it under `generators:`)"
+        for c in result.checks:
+            yield dg.AssetCheckResult(
+                asset_key=keys.key(c.asset),
+                check_name=c.name,
+                passed=c.passed,
+                description=None
+                if c.passed or not c.blocking
+                else f"version {recs[c.asset].version} is kept out of every later round and downstream read",
+                metadata=c.metadata,
             )
-        self[name] = CachingGenerator(res.get(self._context.log), self._cache)
-        return self[name]
 
-    def get(self, name, default=None):
-        try:
-            return self[name]
-        except KeyError:
-            return default
-
-
-SYNTHETIC_POOL_TABLE = "synthetic"
-
-
-def _synthetic_pool(store: Store, store_name: str, parts, part: str) -> pd.DataFrame | None:
-    """Every synthetic row accepted in the rounds before `part` (for accumulate_subsample)."""
-    earlier = parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part))[
-        :-1
-    ]
-    frames = [
-        f for k in earlier if (f := store.read_or_none(store_name, SYNTHETIC_POOL_TABLE, k)) is not None
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def _real_rows_for_round(
-    store: Store, store_name: str, spec: PipelineSpec, seed_df, parts, part: str, r: int
-):
-    data_columns = [c.name for c in spec.seed.columns]
-    frames = [real_rows(seed_df, data_columns, 0)]
-    if spec.real is not None:
-        if spec.real.partitioned:
-            for key in parts.get_partition_keys_in_range(
-                dg.PartitionKeyRange(parts.get_first_partition_key(), part)
-            ):
-                df = store.read_or_none(store_name, "real", key)
-                if df is not None:
-                    frames.append(real_rows(df, data_columns, round_index(parts, key)))
-        else:
-            df = store.read_or_none(store_name, "real")
-            if df is not None:
-                frames.append(real_rows(df, data_columns, 0))
-    out = pd.concat(frames, ignore_index=True)
-    return out.drop_duplicates("_id", keep="first").reset_index(drop=True)
-
-
-def _training_set_checks(ts_key: dg.AssetKey, spec: PipelineSpec, previous, training_set: pd.DataFrame):
-    problems = schema_problems(training_set, spec)
-    yield dg.AssetCheckResult(
-        asset_key=ts_key,
-        check_name="schema",
-        passed=not problems,
-        metadata={"problems": "; ".join(problems[:20]) or "none"},
-    )
-    if previous is not None and spec.accumulate.policy == "accumulate":
-        lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
-        yield dg.AssetCheckResult(
-            asset_key=ts_key,
-            check_name="keeps_previous_rows",
-            passed=not lost,
-            metadata={"lost_rows": len(lost), "examples": ", ".join(lost[:10])},
-        )
-    else:
-        yield dg.AssetCheckResult(
-            asset_key=ts_key,
-            check_name="keeps_previous_rows",
-            passed=True,
-            metadata={"note": "first round, or a policy that may drop synthetic rows by design"},
-        )
-    frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
-    yield dg.AssetCheckResult(
-        asset_key=ts_key,
-        check_name="real_fraction",
-        passed=frac >= spec.accumulate.min_real_fraction,
-        metadata={"real_fraction": round(frac, 4), "min_real_fraction": spec.accumulate.min_real_fraction},
-    )
-    dup = int(training_set["_id"].duplicated().sum())
-    yield dg.AssetCheckResult(
-        asset_key=ts_key, check_name="unique_ids", passed=dup == 0, metadata={"duplicate_ids": dup}
-    )
-
-
-# Diversity gates: (check name, spec field, coverage key, comparison) — defined only when the spec sets a threshold.
-_COVERAGE_GATES = (
-    ("min_vendi", "min_vendi", "vendi", lambda v, t: v >= t),
-    ("max_kl", "max_kl", "kl_seed_vs_synthetic", lambda v, t: v <= t),
-    ("max_under_covered", "max_under_covered", "under_covered_clusters", lambda v, t: v <= t),
-)
-
-
-def _coverage_check_specs(cov_key: dg.AssetKey, spec: PipelineSpec) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(name, asset=cov_key, description=f"Cumulative {metric} against diversity.{field}.")
-        for name, field, metric, _ in _COVERAGE_GATES
-        if getattr(spec.diversity, field) is not None
-    ]
-
-
-def _coverage_checks(cov_key: dg.AssetKey, spec: PipelineSpec, coverage: dict[str, Any]):
-    for name, field, metric, ok in _COVERAGE_GATES:
-        threshold = getattr(spec.diversity, field)
-        if threshold is None:
-            continue
-        value = coverage.get(metric)
-        yield dg.AssetCheckResult(
-            asset_key=cov_key,
-            check_name=name,
-            passed=value is not None and bool(ok(value, threshold)),
-            metadata={
-                "value": "not measured (no embedder)" if value is None else value,
-                "threshold": threshold,
-            },
-        )
+    return round_

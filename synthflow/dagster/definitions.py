@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import dagster as dg
 
 from synthflow.dagster.assets import build_pipeline_assets
 from synthflow.dagster.export import export_assets
-from synthflow.dagster.resources import resources_for_profile
+from synthflow.dagster.resources import ResourceKeys, resources_for_profile
 from synthflow.dagster.schedules import schedule_defs
-from synthflow.profiles import Profile, load_profile
-from synthflow.spec import PipelineSpec, load_spec
+from synthflow.dagster.translator import SynthflowTranslator
+from synthflow.profiles import DEFAULT_PROFILE, Profile, load_profile
+from synthflow.spec import PipelineSpec, SpecError, load_spec
+from synthflow.stages.session import pipeline_needs
 
 
 def _fingerprint(profile: Profile | None, spec: PipelineSpec) -> str:
@@ -31,6 +34,24 @@ def _gpus(profile: Profile | None) -> int:
     return profile.gpus if profile is not None and "gpus" in profile.model_fields_set else 0
 
 
+def _check_profile_covers(spec: PipelineSpec, prof: Profile) -> None:
+    """Every generator and embedder the spec's rounds call exists in the profile: fail at load, not mid-round."""
+    needs = pipeline_needs(spec)
+    missing = [f"generator {g!r}" for g in needs.generators if g not in prof.generators]
+    missing += [f"embedder {e!r}" for e in needs.embedders if e not in prof.embedders]
+    if missing:
+        raise SpecError(
+            str(spec.source_path or spec.name),
+            [
+                (
+                    None,
+                    "generate/verify",
+                    f"needs {', '.join(missing)}, which resource profile {prof.name!r} lacks",
+                )
+            ],
+        )
+
+
 def build_pipeline_defs(
     spec: PipelineSpec | str | Path,
     *,
@@ -39,12 +60,15 @@ def build_pipeline_defs(
     profile: Profile | str | None = None,
     project_root: str | Path | None = None,
     include_resources: bool = True,
+    translator: SynthflowTranslator | None = None,
 ) -> dg.Definitions:
     """Dagster definitions for one synthetic dataset, ready to merge into an existing code location.
 
     `key_prefix` puts the assets under a prefix (e.g. "synthetic" -> synthetic/<name>/seed); `group` sets the asset
-    group (default: the pipeline name). Resources come from the profile (name, Profile, or SYNTHFLOW_PROFILE);
-    pass include_resources=False to bind them yourself.
+    group (default: the pipeline name); `translator` maps each output to its AssetSpec. Resources come from the
+    profile (name, Profile, or SYNTHFLOW_PROFILE) under keys named after it (`ResourceKeys`), so any number of
+    pipelines, on one profile or several, merge into one code location. Pass include_resources=False to bind
+    them yourself (under `ResourceKeys(profile_name)`).
     """
     if not isinstance(spec, PipelineSpec):
         spec = load_spec(spec)
@@ -56,12 +80,26 @@ def build_pipeline_defs(
         if include_resources
         else None
     )
-    prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
-    assets = build_pipeline_assets(
-        spec, key_prefix=prefix, group=group, generator_fingerprint=_fingerprint(prof, spec), gpus=_gpus(prof)
+    name = (
+        prof.name if prof is not None else profile or os.environ.get("SYNTHFLOW_PROFILE") or DEFAULT_PROFILE
     )
-    assets += export_assets(spec, prefix, group)
-    jobs, schedules = schedule_defs(spec, prefix, _gpus(prof))
+    if prof is not None:
+        _check_profile_covers(spec, prof)
+    prefix = (key_prefix,) if isinstance(key_prefix, str) else tuple(key_prefix or ())
+    translator = translator or SynthflowTranslator()
+    assets = build_pipeline_assets(
+        spec,
+        resource_keys=ResourceKeys(name),
+        key_prefix=prefix,
+        group=group,
+        generator_fingerprint=_fingerprint(prof, spec),
+        gpus=_gpus(prof),
+        translator=translator,
+    )
+    assets += export_assets(spec, prefix, group, resource_keys=ResourceKeys(name), translator=translator)
+    jobs, schedules = schedule_defs(
+        spec, prefix, _gpus(prof), translator=translator, resource_keys=ResourceKeys(name)
+    )
     resources = resources_for_profile(prof) if prof is not None and include_resources else None
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
 
@@ -71,5 +109,5 @@ def load_project_defs(project_root: str | Path, profile: str | None = None) -> d
     root = Path(project_root)
     prof = load_profile(profile, root)
     specs = sorted((root / "assets").glob("*.yaml"))
-    defs = [build_pipeline_defs(p, profile=prof, project_root=root, include_resources=False) for p in specs]
-    return dg.Definitions.merge(*defs, dg.Definitions(resources=resources_for_profile(prof)))
+    defs = [build_pipeline_defs(p, profile=prof, project_root=root) for p in specs]
+    return dg.Definitions.merge(*defs) if defs else dg.Definitions(resources=resources_for_profile(prof))

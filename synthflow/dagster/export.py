@@ -12,14 +12,22 @@ import dagster as dg
 from pydantic import Field
 
 from synthflow.dagster import metadata as md
-from synthflow.dagster.assets import PipelineKeys, round_index, round_partitions
-from synthflow.dagster.execution import automation_conditions
-from synthflow.dagster.resources import STORE_KEY, StoreResource
+from synthflow.dagster.assets import (
+    PipelineKeys,
+    partitions_up_to,
+    round_index,
+    round_partitions,
+    translated_spec,
+)
+from synthflow.dagster.execution import QUIET_CONSOLE, automation_conditions
+from synthflow.dagster.resources import ResourceKeys, StoreResource
+from synthflow.dagster.translator import SynthflowTranslator
 from synthflow.profiles import load_profile
 from synthflow.spec import ExportSpec, PipelineSpec
 from synthflow.stages.dataset_card import dataset_card
 from synthflow.stages.export import ExportError, ExportTarget, export_table
 from synthflow.stages.round_plots import coverage_history
+from synthflow.stages.session import RoundInputError, latest_passing_partition, passing_record
 from synthflow.store import Store
 
 
@@ -38,8 +46,11 @@ def export_op_name(keys: PipelineKeys) -> str:
 def latest_round(
     store: Store, pipeline: str, partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> str | None:
+    """The newest round whose training set passed its blocking checks."""
     stored = set(store.partitions(pipeline, "training_set"))
-    return next((k for k in reversed(partitions_def.get_partition_keys()) if k in stored), None)
+    return latest_passing_partition(
+        store, pipeline, [k for k in partitions_def.get_partition_keys() if k in stored]
+    )
 
 
 def _local_to_absolute(url: str, base: Path) -> str:
@@ -57,13 +68,18 @@ def target_for(export: ExportSpec, to: str | None, base_dir: Path) -> ExportTarg
 
 
 def build_export_asset(
-    spec: PipelineSpec, *, key_prefix: Sequence[str] = (), group: str | None = None
+    spec: PipelineSpec,
+    *,
+    resource_keys: ResourceKeys,
+    key_prefix: Sequence[str] = (),
+    group: str | None = None,
+    translator: SynthflowTranslator | None = None,
 ) -> dg.AssetsDefinition:
     """The p/export asset of a spec that has `export:`."""
     if spec.export is None:
         raise ValueError(f"{spec.name} has no `export:` section")
     export = spec.export
-    keys = PipelineKeys(spec, tuple(key_prefix))
+    keys = PipelineKeys(spec, tuple(key_prefix), translator or SynthflowTranslator())
     parts = round_partitions(spec)
     condition = automation_conditions(
         spec.rounds.automation,
@@ -77,36 +93,44 @@ def build_export_asset(
     )
     what = "a Hugging Face dataset" if export.format == "hf" else "Parquet"
 
-    @dg.asset(
-        key=keys.key("export"),
-        deps=[keys.key("training_set")],
-        group_name=group or spec.name,
-        description=(
-            f"The latest training set of `{spec.name}` as {what} at {where}, with a dataset card "
-            "(README.md): spec, models, rounds, counts, provenance, metrics and the accumulation policy."
+    asset_spec = translated_spec(
+        keys,
+        "export",
+        dg.AssetSpec(
+            keys.key("export"),
+            deps=[keys.key("training_set")],
+            group_name=group or spec.name,
+            description=(
+                f"The latest training set of `{spec.name}` as {what} at {where}, with a dataset card "
+                "(README.md): spec, models, rounds, counts, provenance, metrics and the accumulation policy."
+            ),
+            code_version=spec.section_hash("export", "accumulate"),
+            kinds={"huggingface" if export.format == "hf" else "parquet"},
+            owners=list(spec.owners),
+            tags={**spec.tags, "synthflow/pipeline": spec.name},
+            automation_condition=condition,
         ),
-        code_version=spec.section_hash("export", "accumulate"),
-        required_resource_keys={STORE_KEY},
-        kinds={"huggingface" if export.format == "hf" else "parquet"},
-        owners=list(spec.owners),
-        tags={**spec.tags, "synthflow/pipeline": spec.name},
-        automation_condition=condition,
+    )
+
+    @dg.multi_asset(
+        name=export_op_name(keys), specs=[asset_spec], required_resource_keys={resource_keys.store}
     )
     def _export(context: dg.AssetExecutionContext, config: ExportConfig) -> dg.MaterializeResult:
-        store: Store = context.resources.synthflow_store.get()
+        store: Store = getattr(context.resources, resource_keys.store).get()
         part = config.partition or latest_round(store, keys.store_name, parts)
         if part is None:
-            raise dg.Failure(description=f"no round of {spec.name} is materialized yet: run a round first")
-        rec = store.latest(keys.store_name, "training_set", part)
-        if rec is None:
-            raise dg.Failure(description=f"round partition {part!r} of {spec.name} has no training set")
+            raise dg.Failure(
+                description=f"no round of {spec.name} has a training set that passed its checks: run a round first"
+            )
+        try:
+            rec = passing_record(
+                store, keys.store_name, "training_set", part, f"round {part!r} of {spec.name}"
+            )
+        except RoundInputError as e:
+            raise dg.Failure(description=str(e)) from None
         table = store.read(keys.store_name, "training_set", part, version=rec.version)
         r = round_index(parts, part)
-        history = coverage_history(
-            store,
-            keys.store_name,
-            parts.get_partition_keys_in_range(dg.PartitionKeyRange(parts.get_first_partition_key(), part)),
-        )
+        history = coverage_history(store, keys.store_name, partitions_up_to(parts, part))
         card = dataset_card(spec, table, history, round_index=r, partition=part, version=rec.version)
         try:
             result = export_table(table, card, target_for(export, config.to, spec.base_dir))
@@ -133,10 +157,21 @@ def build_export_asset(
 
 
 def export_assets(
-    spec: PipelineSpec, key_prefix: Sequence[str] = (), group: str | None = None
+    spec: PipelineSpec,
+    key_prefix: Sequence[str] = (),
+    group: str | None = None,
+    *,
+    resource_keys: ResourceKeys,
+    translator: SynthflowTranslator | None = None,
 ) -> list[dg.AssetsDefinition]:
     """[p/export] when the spec has `export:`, else nothing."""
-    return [] if spec.export is None else [build_export_asset(spec, key_prefix=key_prefix, group=group)]
+    if spec.export is None:
+        return []
+    return [
+        build_export_asset(
+            spec, resource_keys=resource_keys, key_prefix=key_prefix, group=group, translator=translator
+        )
+    ]
 
 
 @dataclass
@@ -156,6 +191,7 @@ def run_export(
     profile: str | None = None,
     project_root: Path | None = None,
     instance: dg.DagsterInstance | None = None,
+    key_prefix: Sequence[str] = (),
 ) -> ExportSummary:
     """Materialize p/export through a Dagster instance (what `synthflow export` does).
 
@@ -168,14 +204,18 @@ def run_export(
             raise ExportError(f"{spec.name} has no `export:` section; pass a target URL (--to)")
         fmt = "parquet" if to.endswith(".parquet") else "hf"
         spec = spec.model_copy(update={"export": ExportSpec(format=fmt, url=to)})
-    keys = PipelineKeys(spec, ())
+    keys = PipelineKeys(spec, tuple(key_prefix))
     prof = load_profile(profile, project_root)
+    rk = ResourceKeys(prof.name)
     defs = dg.Definitions(
-        assets=[build_export_asset(spec)], resources={STORE_KEY: StoreResource(root=prof.store_root())}
+        assets=[build_export_asset(spec, resource_keys=rk, key_prefix=keys.prefix)],
+        resources={rk.store: StoreResource(root=prof.store_root())},
     )
     res = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance or dg.DagsterInstance.get(),
-        run_config=dg.RunConfig(ops={export_op_name(keys): ExportConfig(to=to, partition=partition)}),
+        run_config=dg.RunConfig(
+            ops={export_op_name(keys): ExportConfig(to=to, partition=partition)}, loggers=QUIET_CONSOLE
+        ),
         raise_on_error=False,
     )
     if not res.success:

@@ -134,19 +134,6 @@ def verifier_metadata(verified: pd.DataFrame, names: Sequence[str]) -> dict[str,
     }
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out[key] = json.dumps(v, sort_keys=True, default=str)
-        elif isinstance(v, list | tuple):
-            out[key] = json.dumps(list(v), default=str)
-        else:
-            out[key] = v
-    return out
-
-
 def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
     """Stage outputs as Dagster metadata: PNG bytes as images, tables as markdown, containers as JSON."""
     out: dict[str, Any] = {}

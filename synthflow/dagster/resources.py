@@ -6,7 +6,10 @@ a vLLM engine or a loaded model is expensive.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -16,15 +19,34 @@ from synthflow.generators import Generator, make_generator
 from synthflow.profiles import EmbedderProfile, GeneratorProfile, Profile
 from synthflow.store import Store
 
-STORE_KEY = "synthflow_store"
 
+@dataclass(frozen=True)
+class ResourceKeys:
+    """Resource keys of one profile: `synthflow_<profile>_store`, `..._gen_<name>`, `..._embed_<name>`, `..._io`.
 
-def generator_key(name: str) -> str:
-    return f"synthflow_gen_{name}"
+    The profile's name is in every key, so pipelines on different profiles sit side by side in one code location,
+    and nothing claims a host's own keys (`io_manager` above all).
+    """
 
+    profile: str
 
-def embedder_key(name: str) -> str:
-    return f"synthflow_embed_{name}"
+    @property
+    def _ns(self) -> str:
+        return "synthflow_" + re.sub(r"[^A-Za-z0-9_]", "_", self.profile)
+
+    @property
+    def store(self) -> str:
+        return f"{self._ns}_store"
+
+    @property
+    def io_manager(self) -> str:
+        return f"{self._ns}_io"
+
+    def generator(self, name: str) -> str:
+        return f"{self._ns}_gen_{name}"
+
+    def embedder(self, name: str) -> str:
+        return f"{self._ns}_embed_{name}"
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -119,13 +141,31 @@ class EmbedderResource(dg.ConfigurableResource):
         return self._embedder
 
 
+# One set of resource objects per profile content: Definitions.merge accepts a key twice only for the very same
+# object, so every pipeline built on a profile must share them.
+_BY_PROFILE: dict[str, dict[str, Any]] = {}
+
+
 def resources_for_profile(profile: Profile) -> dict[str, Any]:
+    """Store, IO manager, generators and embedders of a profile under its `ResourceKeys`."""
+    from synthflow.dagster.io_manager import SynthflowIOManager
+
     root = profile.store_root()
-    res: dict[str, Any] = {STORE_KEY: StoreResource(root=root)}
+    ident = hashlib.sha256(
+        json.dumps([profile.model_dump(mode="json"), root], sort_keys=True).encode()
+    ).hexdigest()
+    if ident in _BY_PROFILE:
+        return dict(_BY_PROFILE[ident])
+    keys = ResourceKeys(profile.name)
+    res: dict[str, Any] = {
+        keys.store: StoreResource(root=root),
+        keys.io_manager: SynthflowIOManager(root=root),
+    }
     for name, g in profile.generators.items():
-        res[generator_key(name)] = GeneratorResource.from_profile(g)
+        res[keys.generator(name)] = GeneratorResource.from_profile(g)
     for name, e in profile.embedders.items():
-        res[embedder_key(name)] = EmbedderResource.from_profile(
+        res[keys.embedder(name)] = EmbedderResource.from_profile(
             e, cache_url=f"{root.rstrip('/')}/_cache/embeddings"
         )
-    return res
+    _BY_PROFILE[ident] = res
+    return dict(res)

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from synthflow.dagster.assets import PipelineKeys, build_pipeline_assets, round_partitions
-from synthflow.dagster.definitions import _fingerprint
-from synthflow.dagster.resources import resources_for_profile
+from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys, round_partitions
+from synthflow.dagster.definitions import build_pipeline_defs
+from synthflow.dagster.execution import QUIET_CONSOLE
 from synthflow.profiles import load_profile
 from synthflow.progress import tqdm_bars
 from synthflow.spec import PipelineSpec
 from synthflow.store import Store
 
-# The CLI prints its own summary; Dagster's console logger only shows warnings and errors (the UI has everything).
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI prints its own summary and errors; Dagster's logs stay in the instance (the UI has everything).
+_QUIET = {"loggers": QUIET_CONSOLE}
 
 
 class SeedRejected(RuntimeError):
@@ -69,14 +69,13 @@ def run_rounds(
     prof = load_profile(profile, project_root)
     instance = instance or dg.DagsterInstance.get()
     keys = PipelineKeys(spec, ())
-    assets = build_pipeline_assets(spec, generator_fingerprint=_fingerprint(prof, spec))
-    resources = resources_for_profile(prof)
+    defs = build_pipeline_defs(spec, profile=prof, project_root=project_root)
     store = Store(prof.store_root())
 
     upstream = [keys.key("seed"), keys.key("seed_map")]
     if spec.real is not None and not spec.real.partitioned:
         upstream.append(keys.key("real"))
-    job = dg.Definitions(assets=assets, resources=resources).resolve_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     res = job.execute_in_process(
         instance=instance, asset_selection=upstream, raise_on_error=False, run_config=_QUIET
     )
@@ -97,7 +96,7 @@ def run_rounds(
             f"only {len(todo)} more round partition(s) exist up to now for cron {spec.rounds.cron!r} from "
             f"{spec.rounds.start}; move rounds.start earlier or wait for the next tick"
         )
-    round_keys = [keys.key(n) for n in ("candidates", "verified", "coverage", "training_set")]
+    round_keys = [keys.key(n) for n in ROUND_OUTPUTS]
     out = []
     for part in todo:
         r = all_keys.index(part) + 1

@@ -12,9 +12,12 @@ from datetime import datetime
 
 import dagster as dg
 
-from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys, round_partitions
+from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys, previous_partition, round_partitions
 from synthflow.dagster.execution import gpu_k8s_tags
+from synthflow.dagster.resources import ResourceKeys
+from synthflow.dagster.translator import SynthflowTranslator
 from synthflow.spec import PipelineSpec
+from synthflow.stages.session import RoundInputError, passing_record
 
 # Runs that are still going: a second round request would only fail on its unfinished predecessor.
 _IN_FLIGHT = [
@@ -55,8 +58,11 @@ def round_job(keys: PipelineKeys, gpus: int = 0) -> dg.UnresolvedAssetJobDefinit
     )
 
 
-def round_schedule(keys: PipelineKeys, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """Each tick of `rounds.cron` requests the next round, or says why it skips.
+def round_schedule(
+    keys: PipelineKeys, job: dg.UnresolvedAssetJobDefinition, resource_keys: ResourceKeys
+) -> dg.ScheduleDefinition:
+    """Each tick of `rounds.cron` requests the next round, or says why it skips: also when the seed or the
+    previous round's training set failed a blocking check (read from the store, like the round itself does).
 
     Stopped by default: turning a schedule on is a deployment decision (UI, `dagster schedule start`), not a
     side effect of loading a code location.
@@ -72,6 +78,7 @@ def round_schedule(keys: PipelineKeys, job: dg.UnresolvedAssetJobDefinition) -> 
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"Materializes the next round of `{spec.name}` on every tick of rounds.cron.",
+        required_resource_keys={resource_keys.store},
     )
     def _next_round(context: dg.ScheduleEvaluationContext):
         instance = context.instance
@@ -84,15 +91,28 @@ def round_schedule(keys: PipelineKeys, job: dg.UnresolvedAssetJobDefinition) -> 
         part = next_round_partition(parts, done, context.scheduled_execution_time)
         if part is None:
             return dg.SkipReason("every round up to this tick is materialized")
+        store = getattr(context.resources, resource_keys.store).get()
+        prev = previous_partition(parts, part)
+        try:
+            passing_record(store, keys.store_name, "seed", None, f"the seed of {spec.name}")
+            if prev is not None:
+                passing_record(store, keys.store_name, "training_set", prev, f"the training set of {prev}")
+        except RoundInputError as e:
+            return dg.SkipReason(f"round {part} cannot run: {e}")
         return dg.RunRequest(partition_key=part, tags={"synthflow/pipeline": spec.name})
 
     return _next_round
 
 
 def schedule_defs(
-    spec: PipelineSpec, key_prefix: Sequence[str] = (), gpus: int = 0
+    spec: PipelineSpec,
+    key_prefix: Sequence[str] = (),
+    gpus: int = 0,
+    translator: SynthflowTranslator | None = None,
+    *,
+    resource_keys: ResourceKeys,
 ) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
     """The round job and its schedule for one pipeline."""
-    keys = PipelineKeys(spec, tuple(key_prefix))
+    keys = PipelineKeys(spec, tuple(key_prefix), translator or SynthflowTranslator())
     job = round_job(keys, gpus)
-    return [job], [round_schedule(keys, job)]
+    return [job], [round_schedule(keys, job, resource_keys)]

@@ -13,6 +13,16 @@ from synthflow.spec import PipelineSpec
 VERDICT_COLUMNS = ("ok", "score", "reason")
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a verifier calls besides the rows: generators of the resource profile by name, and whether it embeds
+    (through the spec's `diversity.embedder`). A verifier's parameter model declares it with `requires()`, so the
+    Dagster layer can give the round step exactly those resources."""
+
+    generators: tuple[str, ...] = ()
+    embedder: bool = False
+
+
 @dataclass
 class VerifyContext:
     """What verifiers may look at besides the candidates.

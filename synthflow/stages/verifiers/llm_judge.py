@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import Field
 
 from synthflow.generators.base import GenerationRequest, GenerationResult, SamplingParams
-from synthflow.stages.verifiers.base import VerifyContext, verdicts
+from synthflow.stages.verifiers.base import Needs, VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.templates import TemplateError, TemplateStr, render
 
@@ -54,6 +54,9 @@ class LLMJudgeParams(VerifierParams):
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=256, ge=16)
     seed: int = 0
+
+    def requires(self) -> Needs:
+        return Needs(generators=(self.judge,))
 
 
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from synthflow.generators.base import GenerationRequest, SamplingParams
 from synthflow.stages.answers import answers_agree
-from synthflow.stages.verifiers.base import VerifyContext, verdicts
+from synthflow.stages.verifiers.base import Needs, VerifyContext, verdicts
 from synthflow.stages.verifiers.llm_judge import (
     ask,
     chat,
@@ -49,6 +49,9 @@ class SelfConsistencyParams(VerifierParams):
     max_tokens: int = Field(default=512, ge=8)
     seed: int = 0
     rel_tol: float = Field(default=1e-6, ge=0)
+
+    def requires(self) -> Needs:
+        return Needs(generators=(self.generator,))
 
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from synthflow.stages.diversity.index import SimilarityIndex, within_batch
-from synthflow.stages.verifiers.base import VerifyContext, verdicts
+from synthflow.stages.verifiers.base import Needs, VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 
 
@@ -25,6 +25,9 @@ class SemanticDedupParams(VerifierParams):
     near_duplicate_threshold: float | None = Field(default=None, gt=0, le=1)  # vs accepted rows and the batch
     seed_copy_threshold: float | None = Field(default=None, gt=0, le=1)  # vs seed/real rows
     against: list[Literal["batch", "accepted", "reference"]] = ["batch", "accepted", "reference"]
+
+    def requires(self) -> Needs:
+        return Needs(embedder=True)
 
 
 def _texts(frame: pd.DataFrame) -> list[str]:

@@ -1,0 +1,378 @@
+"""One round of one pipeline against its store: what round r reads, `run_round`, what it writes, its checks.
+
+This is the single round driver. The Dagster multi-asset p/round translates a `RoundResult` into events; the CLI
+runner goes through that asset. Partition arithmetic stays with the caller: a session gets the keys of every round
+partition up to and including its own, in order, so it never needs to know how rounds are scheduled.
+
+Blocking checks hold across runs through the store: a version whose blocking check failed is written with its
+failed check names in the version record (`failed_checks`), and no later round reads it (see `RoundInputError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from synthflow.generators.base import Generator
+from synthflow.spec import PipelineSpec
+from synthflow.stages import seed_map as seed_map_stage
+from synthflow.stages.accumulate import real_rows, schema_problems
+from synthflow.stages.cache import ResultCache
+from synthflow.stages.generate import CachingGenerator, GenerationStats
+from synthflow.stages.round import RoundInputs, RoundOutput, run_round
+from synthflow.stages.verifiers.base import Needs
+from synthflow.stages.verifiers.registry import validate_params
+from synthflow.store import Store, VersionRecord
+
+SYNTHETIC_POOL_TABLE = "synthetic"
+FAILED_CHECKS = "failed_checks"  # version-record meta: names of the blocking checks this version failed
+# The training-set checks whose failure keeps a version out of every later round and downstream read.
+BLOCKING_TRAINING_SET_CHECKS = ("schema", "keeps_previous_rows")
+
+
+class RoundInputError(RuntimeError):
+    """Round r cannot run on what the store holds; the message says what to materialize or fix."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check on one output of the round (`asset`: training_set or coverage)."""
+
+    asset: str
+    name: str
+    passed: bool
+    blocking: bool
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PipelineNeeds:
+    """Every generator and embedder of the resource profile that a pipeline's rounds call."""
+
+    generators: tuple[str, ...]
+    embedders: tuple[str, ...]
+
+
+def pipeline_needs(spec: PipelineSpec) -> PipelineNeeds:
+    """The `generate` generator, the diversity embedder, and what each verifier's parameters `requires()`."""
+    generators = [spec.generate.generator]
+    for v in spec.verify:
+        params = validate_params(v)
+        needs: Needs = params.requires() if hasattr(params, "requires") else Needs()
+        generators += [g for g in needs.generators if g not in generators]
+    return PipelineNeeds(tuple(generators), (spec.diversity.embedder,))
+
+
+def failed_checks(rec: VersionRecord | None) -> list[str]:
+    return list(rec.meta.get(FAILED_CHECKS, ())) if rec is not None else []
+
+
+def latest_passing_partition(store: Store, store_name: str, partitions: Sequence[str]) -> str | None:
+    """The newest of `partitions` whose latest training set passed its blocking checks: "the latest round"."""
+    for part in reversed(partitions):
+        rec = store.latest(store_name, "training_set", part)
+        if rec is not None and not failed_checks(rec):
+            return part
+    return None
+
+
+def passing_record(
+    store: Store, store_name: str, asset: str, partition: str | None, what: str
+) -> VersionRecord:
+    """The latest version record of a table; refused, naming the check and version, if it failed a blocking check."""
+    rec = store.latest(store_name, asset, partition)
+    if rec is None:
+        raise RoundInputError(f"{what} has not been materialized")
+    failed = failed_checks(rec)
+    if failed:
+        raise RoundInputError(
+            f"{what} (version {rec.version}) failed its blocking check {', '.join(repr(c) for c in failed)}; "
+            "no round reads it: fix the input and materialize it again"
+        )
+    return rec
+
+
+def read_passing(store: Store, store_name: str, asset: str, partition: str | None, what: str) -> pd.DataFrame:
+    rec = passing_record(store, store_name, asset, partition, what)
+    return store.read(store_name, asset, partition, version=rec.version)
+
+
+@dataclass
+class RoundReads:
+    """What round r reads: the seed, every real row known at r, round r-1's training set, the pool."""
+
+    seed: pd.DataFrame
+    real: pd.DataFrame
+    previous: pd.DataFrame | None
+    pool: pd.DataFrame | None
+
+
+@dataclass
+class RoundResult:
+    output: RoundOutput
+    previous: pd.DataFrame | None
+    coverage: dict[str, Any]  # the round's coverage with the planner's extras (plots as bytes included)
+    coverage_frame: pd.DataFrame
+    records: dict[str, VersionRecord]  # candidates, verified, rejected, coverage, training_set (+ synthetic)
+    checks: list[CheckOutcome]
+    generator: Generator
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.output.stats
+
+    @property
+    def blocking_failures(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.blocking and not c.passed]
+
+
+class _LazyGenerators(Mapping[str, Generator]):
+    """Generators the verifiers call (LLM judges), created only when a verifier asks, behind the round's cache."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], Generator]], cache: ResultCache):
+        self._factories = factories
+        self._cache = cache
+        self._made: dict[str, Generator] = {}
+
+    def __getitem__(self, name: str) -> Generator:
+        if name not in self._made:
+            if name not in self._factories:
+                raise KeyError(name)
+            self._made[name] = CachingGenerator(self._factories[name](), self._cache)
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+
+@dataclass
+class RoundSession:
+    """Round `len(partitions)` of a pipeline; `partitions` are the round partition keys up to it, in order."""
+
+    spec: PipelineSpec
+    store: Store
+    store_name: str
+    partitions: Sequence[str]
+    log: Callable[[str], None] = field(default=lambda msg: None)
+
+    @property
+    def round_index(self) -> int:
+        return len(self.partitions)
+
+    @property
+    def partition(self) -> str:
+        return self.partitions[-1]
+
+    def _what(self, asset: str, partition: str | None = None) -> str:
+        where = f" of round {self.partitions.index(partition) + 1} ({partition})" if partition else ""
+        return f"the {asset}{where} of {self.store_name}"
+
+    def load_seed(self) -> pd.DataFrame:
+        return read_passing(self.store, self.store_name, "seed", None, f"the seed of {self.store_name}")
+
+    def load(self) -> RoundReads:
+        """Read round r's inputs, refusing any that failed a blocking check (fail at once, never fall back)."""
+        r, name = self.round_index, self.store_name
+        seed = self.load_seed()
+        previous = None
+        if r > 1:
+            prev = self.partitions[-2]
+            if self.store.latest(name, "training_set", prev) is None:
+                raise RoundInputError(
+                    f"round {r} ({self.partition}) of {name} needs the training set of round {r - 1} ({prev}), "
+                    "which has not been materialized. Rounds run in order: materialize the earlier round first "
+                    "(a backfill over a range does this)."
+                )
+            try:
+                previous = read_passing(
+                    self.store, name, "training_set", prev, self._what("training set", prev)
+                )
+            except RoundInputError as e:
+                raise RoundInputError(f"round {r} ({self.partition}) cannot run: {e}") from None
+        pool = self._pool() if self.spec.accumulate.policy == "accumulate_subsample" else None
+        return RoundReads(seed, self._real(seed), previous, pool)
+
+    def _real(self, seed: pd.DataFrame) -> pd.DataFrame:
+        spec, name = self.spec, self.store_name
+        data_columns = [c.name for c in spec.seed.columns]
+        frames = [real_rows(seed, data_columns, 0)]
+        if spec.real is not None:
+            if spec.real.partitioned:
+                for i, key in enumerate(self.partitions, start=1):
+                    if self.store.latest(name, "real", key) is not None:
+                        df = read_passing(self.store, name, "real", key, self._what("real data", key))
+                        frames.append(real_rows(df, data_columns, i))
+            elif self.store.latest(name, "real") is not None:
+                df = read_passing(self.store, name, "real", None, f"the real data of {name}")
+                frames.append(real_rows(df, data_columns, 0))
+        out = pd.concat(frames, ignore_index=True)
+        return out.drop_duplicates("_id", keep="first").reset_index(drop=True)
+
+    def _pool(self) -> pd.DataFrame | None:
+        """Every synthetic row accepted in the rounds before r (for accumulate_subsample)."""
+        frames = [
+            f
+            for k in self.partitions[:-1]
+            if (f := self.store.read_or_none(self.store_name, SYNTHETIC_POOL_TABLE, k)) is not None
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def run(
+        self,
+        reads: RoundReads,
+        *,
+        generators: Mapping[str, Callable[[], Generator]],
+        embedder: Callable[[], Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RoundResult:
+        """Run the round on `reads` and store every table. `generators`: factories by profile name.
+
+        Holds the store's lock of (pipeline, partition) throughout: a second run of the same round on the same
+        store raises synthflow.store.LockHeld naming the holder instead of generating the round twice.
+        """
+        with self.store.lock(self.store_name, self.partition):
+            return self._run(reads, generators=generators, embedder=embedder, progress=progress)
+
+    def _run(
+        self,
+        reads: RoundReads,
+        *,
+        generators: Mapping[str, Callable[[], Generator]],
+        embedder: Callable[[], Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RoundResult:
+        spec, store, name, part, r = self.spec, self.store, self.store_name, self.partition, self.round_index
+        generator = generators[spec.generate.generator]()
+        # One cache for the round's generator and its verifiers' judges.
+        cache = ResultCache(store, name, chunk_size=spec.generate.store_every)
+        emb = seed_map_stage.embedder_or_none(embedder, spec) if embedder is not None else None
+        prev_synth = (
+            reads.previous[reads.previous["_source"] == "synthetic"] if reads.previous is not None else None
+        )
+        planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
+        self.log(f"round {r} ({part}): generating with {generator.label}")
+        out = run_round(
+            RoundInputs(
+                spec=spec,
+                round_index=r,
+                seed=reads.seed,
+                real=reads.real,
+                previous=reads.previous,
+                generator=generator,
+                cache=cache,
+                generators=_LazyGenerators(generators, cache),
+                embedder=emb,
+                planner=planner,
+                pool=reads.pool,
+                log=self.log,
+                progress=progress,
+            )
+        )
+        # Synthetic values arrive from parsed JSON as Python objects; concatenated with typed real rows they leave
+        # an object column that Parquet stores typed anyway. Check the table as it is stored, not that artefact.
+        out = dataclasses.replace(out, training_set=out.training_set.infer_objects())
+        extras = seed_map_stage.coverage_extras(planner, r)
+        coverage = {**out.coverage, **extras}
+        cov_frame = pd.DataFrame([flatten({k: v for k, v in coverage.items() if not isinstance(v, bytes)})])
+        checks = training_set_checks(spec, reads.previous, out.training_set) + coverage_checks(spec, coverage)
+        failed = [c.name for c in checks if c.asset == "training_set" and c.blocking and not c.passed]
+        records = {
+            "candidates": store.write(name, "candidates", out.candidates, partition=part),
+            "verified": store.write(name, "verified", out.accepted.reset_index(drop=True), partition=part),
+            "rejected": store.write(name, "rejected", out.rejected.reset_index(drop=True), partition=part),
+            "coverage": store.write(name, "coverage", cov_frame, partition=part),
+        }
+        if (
+            out.new_synthetic is not None
+        ):  # every accepted row, kept or not: the pool later subsamples draw from
+            records[SYNTHETIC_POOL_TABLE] = store.write(
+                name, SYNTHETIC_POOL_TABLE, out.new_synthetic.reset_index(drop=True), partition=part
+            )
+        # Written even when a blocking check failed (for audit); the record's failed_checks keeps it out of reads.
+        records["training_set"] = store.write(
+            name,
+            "training_set",
+            out.training_set,
+            partition=part,
+            meta={FAILED_CHECKS: failed} if failed else None,
+        )
+        return RoundResult(out, reads.previous, coverage, cov_frame, records, checks, generator)
+
+
+def flatten(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested values as JSON strings, so a dict of metrics is one flat Parquet row."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = json.dumps(v, sort_keys=True, default=str)
+        elif isinstance(v, list | tuple):
+            out[k] = json.dumps(list(v), default=str)
+        else:
+            out[k] = v
+    return out
+
+
+def training_set_checks(
+    spec: PipelineSpec, previous: pd.DataFrame | None, training_set: pd.DataFrame
+) -> list[CheckOutcome]:
+    def outcome(name: str, passed: bool, metadata: dict[str, Any]) -> CheckOutcome:
+        return CheckOutcome("training_set", name, passed, name in BLOCKING_TRAINING_SET_CHECKS, metadata)
+
+    problems = schema_problems(training_set, spec)
+    out = [outcome("schema", not problems, {"problems": "; ".join(problems[:20]) or "none"})]
+    if previous is not None and spec.accumulate.policy == "accumulate":
+        lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
+        out.append(
+            outcome(
+                "keeps_previous_rows", not lost, {"lost_rows": len(lost), "examples": ", ".join(lost[:10])}
+            )
+        )
+    else:
+        note = "first round, or a policy that may drop synthetic rows by design"
+        out.append(outcome("keeps_previous_rows", True, {"note": note}))
+    frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
+    out.append(
+        outcome(
+            "real_fraction",
+            frac >= spec.accumulate.min_real_fraction,
+            {"real_fraction": round(frac, 4), "min_real_fraction": spec.accumulate.min_real_fraction},
+        )
+    )
+    dup = int(training_set["_id"].duplicated().sum())
+    out.append(outcome("unique_ids", dup == 0, {"duplicate_ids": dup}))
+    return out
+
+
+# Diversity gates: (check name, spec field, coverage key, comparison) — defined only when the spec sets a threshold.
+COVERAGE_GATES = (
+    ("min_vendi", "min_vendi", "vendi", lambda v, t: v >= t),
+    ("max_kl", "max_kl", "kl_seed_vs_synthetic", lambda v, t: v <= t),
+    ("max_under_covered", "max_under_covered", "under_covered_clusters", lambda v, t: v <= t),
+)
+
+
+def coverage_checks(spec: PipelineSpec, coverage: Mapping[str, Any]) -> list[CheckOutcome]:
+    out = []
+    for name, field_name, metric, ok in COVERAGE_GATES:
+        threshold = getattr(spec.diversity, field_name)
+        if threshold is None:
+            continue
+        value = coverage.get(metric)
+        out.append(
+            CheckOutcome(
+                "coverage",
+                name,
+                value is not None and bool(ok(value, threshold)),
+                False,
+                {"value": "not measured (no embedder)" if value is None else value, "threshold": threshold},
+            )
+        )
+    return out
