@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import synthflow.stages.verifiers.code_tests  # noqa: F401  (registers code_test
 import synthflow.stages.verifiers.python_fn  # noqa: F401  (registers python)
 from synthflow.spec import VerifierSpec
 from synthflow.stages.verifiers.registry import build
+from synthflow.stages.verifiers.sandbox import SandboxUnavailable
 from tests.verifier_kit import candidate_rows, context, run_verifier
 
 SPEC = """
@@ -95,6 +98,46 @@ def test_runaway_code_is_rejected_by_the_sandbox():
     assert not out["ok"].any()
     assert out["status"].tolist() == ["timeout", "memory", "output_limit"]
     assert out.iloc[0]["reason"] == "sandbox timeout: wall-clock limit of 1.5 s exceeded"
+
+
+def test_14_the_isolation_that_held_is_in_every_verdict_and_in_the_stats():
+    verifier = build(VerifierSpec(type="code_tests"))
+    rows = candidate_rows([{"task": "add", "code": ADD, "tests": "assert add(1, 2) == 3"}] * 2, "task")
+    out = verifier(rows, context(SPEC))
+    assert out["ok"].tolist() == [True, True]
+    assert out["isolation"].tolist() == ["bwrap", "bwrap"]
+    assert verifier.stats["isolation"] == "bwrap"
+    assert "pid" in verifier.stats["isolation_report"] and verifier.stats["rows_run"] == 2
+
+
+def test_14_without_the_sandbox_code_is_refused_unless_the_spec_says_isolation_none(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap: as on a machine without bubblewrap
+    row = [{"task": "add", "code": ADD, "tests": "assert add(1, 2) == 3"}]
+    with pytest.raises(SandboxUnavailable, match=r"verifier 'code_tests' refuses to run generated code.*isolation: none"):
+        _verify("code_tests", {}, row)
+    out = _verify("code_tests", {"isolation": "none"}, row)
+    assert out["ok"].tolist() == [True]
+    assert out["isolation"].tolist() == ["none"]
+    with pytest.raises(ValueError, match="isolation"):
+        build(VerifierSpec(type="code_tests", isolation="weak"))
+
+
+def test_18_a_failure_reason_cannot_carry_another_pipelines_rows():
+    outside = Path(tempfile.mkdtemp(prefix="synthflow-test-store-"))
+    try:
+        outside.chmod(0o755)
+        secret = f"s3cret-{uuid.uuid4().hex}"
+        (outside / "rows.jsonl").write_text(secret)
+        (outside / "rows.jsonl").chmod(0o644)
+        code = f"raise ValueError(open({str(outside / 'rows.jsonl')!r}).read())\n"
+        out = _verify("code_tests", {}, [{"task": "steal", "code": code, "tests": "assert True"}])
+        assert not out["ok"].iloc[0]
+        assert secret not in out.iloc[0]["reason"]
+        assert "No such file or directory" in out.iloc[0]["reason"]
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 # ---- python ---------------------------------------------------------------------------------------------------

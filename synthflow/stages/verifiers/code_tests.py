@@ -4,7 +4,8 @@ Tests come from a column of the row (generated with the code, or carried from a 
 or from a Jinja template over the row. A list of strings is one test case per string (`assert f(2) == 4`); a
 string is a test module whose top level is one case and whose `test_*` functions are one case each. The code is
 importable as `solution` and its names are visible to the tests. See sandbox.py beside it for what the sandbox
-enforces.
+enforces. Where the sandbox cannot start (no bubblewrap, no user namespaces) the verifier refuses to run any code
+unless the spec says `isolation: none`; the level that held is in every verdict (`isolation`) and in `stats`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
 
-from synthflow.stages.verifiers.sandbox import Limits, SandboxResult, run_python
 from synthflow.stages.verifiers.base import VerifyContext, verdicts
 from synthflow.stages.verifiers.llm_judge import row_contexts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.stages.verifiers.rules import column_values
+from synthflow.stages.verifiers.sandbox import Limits, SandboxResult, SandboxUnavailable, probe, run_python
 from synthflow.templates import TemplateError, TemplateStr, render
 
 MARKER = "@@synthflow-tests@@"
@@ -85,7 +86,9 @@ class CodeTestsParams(VerifierParams):
     max_output_bytes: int = Field(default=200_000, ge=1000)
     max_file_bytes: int = Field(default=10_000_000, ge=0)
     workers: int = Field(default=2, ge=1)  # sandboxes run at once
-
+    max_disk_bytes: int = Field(default=64_000_000, ge=1_000_000)  # all files the code writes, together
+    # "none" runs generated code without isolation, as the pipeline's own user: only for trusted code.
+    isolation: Literal["sandbox", "none"] = "sandbox"
 
     @property
     def limits(self) -> Limits:
@@ -96,6 +99,7 @@ class CodeTestsParams(VerifierParams):
             max_processes=self.max_processes,
             max_output_bytes=self.max_output_bytes,
             max_file_bytes=self.max_file_bytes,
+            max_disk_bytes=self.max_disk_bytes,
         )
 
 
@@ -104,9 +108,24 @@ def code_tests_verifier(name: str, params: CodeTestsParams):
     def verify(rows: pd.DataFrame, ctx: VerifyContext) -> pd.DataFrame:
         codes = list(column_values(rows, params.code_column, name))
         tests = _tests_per_row(rows, params, name)
+        if params.isolation == "sandbox":
+            try:
+                report = probe()
+            except SandboxUnavailable as e:
+                raise SandboxUnavailable(f"verifier {name!r} refuses to run generated code: {e}") from e
+        else:
+            report = {"level": "none"}
+        if not verify.stats:
+            ctx.log(f"verifier {name!r} runs code with isolation {report['level']}: {json.dumps(report)}")
+        verify.stats.update(isolation=report["level"], isolation_report=json.dumps(report, sort_keys=True))
+        verify.stats["rows_run"] = verify.stats.get("rows_run", 0) + len(rows)
+        ctx.state.setdefault("verifier_stats", {})[name] = verify.stats
         with ThreadPoolExecutor(max_workers=params.workers) as pool:
             outcomes = list(
-                pool.map(lambda ct: run_tests(ct[0], ct[1], params.limits), zip(codes, tests, strict=True))
+                pool.map(
+                    lambda ct: run_tests(ct[0], ct[1], params.limits, params.isolation),
+                    zip(codes, tests, strict=True),
+                )
             )
         out = verdicts(
             rows.index,
@@ -116,9 +135,11 @@ def code_tests_verifier(name: str, params: CodeTestsParams):
         )
         out["status"] = pd.Series([o.status for o in outcomes], index=rows.index, dtype=object)
         out["duration_s"] = pd.Series([o.duration_s for o in outcomes], index=rows.index, dtype=float)
+        out["isolation"] = pd.Series([o.isolation for o in outcomes], index=rows.index, dtype=object)
         return out
 
     verify.name = name
+    verify.stats = {}  # isolation level and report, rows run: for the round's metadata
     return verify
 
 
@@ -133,9 +154,11 @@ class Outcome:
         detail: str = "",
         duration_s: float = 0.0,
         failures: list[list[str]] | None = None,
+        isolation: str | None = None,
     ):
         self.status, self.passed, self.total, self.detail = status, passed, total, detail
         self.duration_s, self.failures = duration_s, failures or []
+        self.isolation = isolation  # the sandbox's level; None when no code ran
 
     @property
     def pass_rate(self) -> float:
@@ -155,7 +178,7 @@ class Outcome:
         return f"{self.passed}/{self.total} tests passed{first}"
 
 
-def run_tests(code: Any, tests: Any, limits: Limits) -> Outcome:
+def run_tests(code: Any, tests: Any, limits: Limits, isolation: Literal["sandbox", "none"] = "sandbox") -> Outcome:
     """Run one row's code against its tests in a fresh sandbox."""
     if _missing(code) or not str(code).strip():
         return Outcome("error", detail="no code")
@@ -163,9 +186,14 @@ def run_tests(code: Any, tests: Any, limits: Limits) -> Outcome:
     if spec is None:
         return Outcome("error", detail="no tests for this row")
     result = run_python(
-        HARNESS, files={"solution.py": str(code), "tests.json": json.dumps(spec)}, limits=limits
+        HARNESS,
+        files={"solution.py": str(code), "tests.json": json.dumps(spec)},
+        limits=limits,
+        isolation=isolation,
     )
-    return _outcome(result)
+    outcome = _outcome(result)
+    outcome.isolation = result.isolation.get("level")
+    return outcome
 
 
 def _outcome(result: SandboxResult) -> Outcome:
