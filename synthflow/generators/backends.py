@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import collections.abc
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -60,6 +61,10 @@ class Backend:
     renames: Mapping[str, str] = field(default_factory=dict)
     # An option holding another backend's options -> the option naming that backend (ray: backend_options, engine).
     nested: Mapping[str, str] = field(default_factory=dict)
+    # Where the constructor's `**kwargs` go ("module:Class", constructors or dataclasses): their parameter names are
+    # the other options it takes (vLLM's engine arguments). Read from source; when a target is not installed, any
+    # other option passes, and the backend itself refuses a wrong one.
+    kwargs_to: tuple[str, ...] = ()
 
     def create(self, model: str, options: Mapping[str, Any]) -> Generator:
         kwargs = {self.renames.get(k, k): v for k, v in options.items()}
@@ -84,6 +89,13 @@ class Backend:
     def options_model(self) -> type[BaseModel]:
         """A pydantic model of the options; unknown keys are refused unless the constructor takes `**kwargs`."""
         params, extra = self.options()
+        if extra and self.kwargs_to:
+            forwarded = _forwarded_names(self.kwargs_to)
+            if forwarded is not None:
+                own = {o.name for o in params}
+                # `model` is the constructor's own first argument, never an option.
+                params += [Option(n, Any, ...) for n in sorted(forwarded - own - {"model"})]
+                extra = False
         fields: dict[str, Any] = {}
         for o in params:
             # Defaults are not validated; a non-literal one (`...`) only makes the option optional.
@@ -121,32 +133,75 @@ _ANNOTATION_NAMES: dict[str, Any] = {
 }
 
 
-def _options_from_source(target: str) -> tuple[list[Option], bool]:
-    module, _, qualname = target.partition(":")
-    spec = importlib.util.find_spec(module)  # imports the parent packages only (synthflow.generators: light)
+def _source_of(module: str) -> Path | None:
+    """The file of `module`, found without importing it or its parent packages (vllm's __init__ alone is slow)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
     if spec is None or not spec.origin:
+        return None
+    base = Path(spec.origin).parent if rest else Path(spec.origin)
+    if not rest:
+        return base
+    path = base.joinpath(*rest)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _class_def(target: str) -> ast.ClassDef:
+    module, _, qualname = target.partition(":")
+    path = _source_of(module)
+    if path is None:
         raise ValueError(f"backend module {module!r} is not installed")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == qualname), None)
-    init = next(
-        (n for n in (cls.body if cls else ()) if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
-        None,
-    )
+    if cls is None:
+        raise ValueError(f"{target}: no class {qualname} in {path}")
+    return cls
+
+
+def _init_of(cls: ast.ClassDef) -> ast.FunctionDef | None:
+    return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+
+
+def _options_from_source(target: str) -> tuple[list[Option], bool]:
+    init = _init_of(_class_def(target))
     if init is None:
-        raise ValueError(f"{target}: no class with an __init__ in {spec.origin}")
+        raise ValueError(f"{target}: the class has no __init__")
     a = init.args
-    positional = [*a.posonlyargs, *a.args][2:]  # self, model
-    defaults = [_EMPTY] * (len([*a.posonlyargs, *a.args]) - len(a.defaults)) + list(a.defaults)
-    pos_defaults = defaults[2:]
+    positional = [*a.posonlyargs, *a.args]
+    defaults = [_EMPTY] * (len(positional) - len(a.defaults)) + list(a.defaults)
     options = [
         Option(p.arg, _annotation(p.annotation), _default(d))
-        for p, d in zip(positional, pos_defaults, strict=True)
+        for p, d in zip(positional[2:], defaults[2:], strict=True)  # self, model
     ]
     options += [
         Option(p.arg, _annotation(p.annotation), _EMPTY if d is None else _default(d))
         for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
     ]
     return options, a.kwarg is not None
+
+
+def _forwarded_names(targets: tuple[str, ...]) -> set[str] | None:
+    """Parameter names of the constructors (or dataclass fields) that receive a backend's `**kwargs`."""
+    names: set[str] = set()
+    try:
+        for target in targets:
+            cls = _class_def(target)
+            init = _init_of(cls)
+            if init is not None:
+                a = init.args
+                names |= {p.arg for p in [*a.posonlyargs, *a.args][1:] + a.kwonlyargs}
+            else:  # a dataclass: its annotated class attributes
+                names |= {
+                    n.target.id
+                    for n in cls.body
+                    if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+                }
+    except (ValueError, OSError, SyntaxError):
+        return None
+    return names
 
 
 def _annotation(node: ast.expr | None) -> Any:
@@ -197,11 +252,10 @@ def check_options(backend: str, options: Mapping[str, Any]) -> None:
     try:
         model.model_validate(dict(options))
     except ValidationError as e:
-        known = ", ".join(sorted(model.model_fields))
         raise _errors(
             (
                 tuple(err["loc"]),
-                f"not an option of the {backend} backend; its options: {known}"
+                _unknown(backend, str(err["loc"][-1]), list(model.model_fields))
                 if err["type"] == "extra_forbidden"
                 else err["msg"],
                 err.get("input"),
@@ -219,6 +273,14 @@ def check_options(backend: str, options: Mapping[str, Any]) -> None:
             check_options(inner, options[key])
         except ValidationError as e:
             raise _errors(((key, *err["loc"]), err["msg"], err.get("input")) for err in e.errors()) from None
+
+
+def _unknown(backend: str, name: str, known: list[str]) -> str:
+    msg = f"not an option of the {backend} backend"
+    if len(known) <= 20:
+        return f"{msg}; its options: {', '.join(sorted(known))}"
+    close = difflib.get_close_matches(name, known, n=3)
+    return f"{msg}" + (f"; did you mean {' or '.join(close)}?" if close else f" (it has {len(known)} options)")
 
 
 def _errors(problems: Iterable[tuple[tuple[Any, ...], str, Any]]) -> ValidationError:
@@ -243,7 +305,13 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
 _TRANSFORMERS = "synthflow.generators.transformers_backend:TransformersGenerator"
 register_backend("transformers", Backend(_TRANSFORMERS))
 register_backend("smoke", Backend(_TRANSFORMERS, model="smoke"))
-register_backend("vllm", Backend("synthflow.generators.vllm_backend:VLLMGenerator"))
+register_backend(
+    "vllm",
+    Backend(
+        "synthflow.generators.vllm_backend:VLLMGenerator",
+        kwargs_to=("vllm.entrypoints.llm:LLM", "vllm.engine.arg_utils:EngineArgs"),
+    ),
+)
 register_backend("openai", Backend("synthflow.generators.openai_backend:OpenAIGenerator"))
 register_backend("python", Backend("synthflow.generators.python_backend:PythonGenerator"))
 register_backend(
