@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from synthflow.generators.base import Generator
+from synthflow.registry import policies
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import real_rows, schema_problems
@@ -328,7 +329,7 @@ def training_set_checks(
 
     problems = schema_problems(training_set, spec)
     out = [outcome("schema", not problems, {"problems": "; ".join(problems[:20]) or "none"})]
-    if previous is not None and spec.accumulate.policy == "accumulate":
+    if previous is not None and policies.get(spec.accumulate.policy).keeps_previous_rows:
         lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
         out.append(
             outcome(
@@ -336,7 +337,7 @@ def training_set_checks(
             )
         )
     else:
-        note = "first round, or a policy that may drop synthetic rows by design"
+        note = "first round, or a policy that does not promise to keep every row of r-1"
         out.append(outcome("keeps_previous_rows", True, {"note": note}))
     frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
     out.append(
