@@ -136,7 +136,6 @@ generators:
     backend: canned
     options:
       answers: ['{"question": "Why is the sky blue?"}', '{"question": "Tell me a joke."}']
-embedders: {}
 store: {root: store}
 """
 
@@ -244,3 +243,20 @@ def test_a_round_runs_the_plugin_backend_verifier_and_policy(plugin: str, projec
     assert list(first.training_set["_source"]) == ["real", "synthetic", "synthetic"]
     second = one_round(2, first.training_set)
     assert list(second.training_set["_round"]) == [0, 2, 2]
+
+
+def test_two_rounds_through_dagster_use_the_plugin(plugin: str, project: Path) -> None:
+    """The way a code location runs it: assets materialized in a real Dagster instance, round after round."""
+    import dagster as dg
+
+    from synthflow.dagster.runner import run_rounds
+    from synthflow.spec import load_spec
+
+    spec = load_spec(project / "spec.yaml")
+    with dg.instance_for_test() as instance:
+        summaries = run_rounds(spec, 2, profile="plugin", project_root=project, instance=instance)
+    assert [s.round for s in summaries] == [1, 2]
+    # The plugin verifier rejected the statements; the plugin policy kept only the newest round's rows.
+    assert all(set(s.rejected_by) == {"ends_with"} for s in summaries), summaries
+    assert [(s.real_rows, s.synthetic_rows) for s in summaries] == [(1, 2), (1, 2)]
+    assert all(s.generator == "canned" for s in summaries)
