@@ -51,7 +51,7 @@ def validate(specs: tuple[str, ...]) -> None:
 
 
 def _use_local_dagster_home() -> Path:
-    from synthflow.dagster.instance import MARKER, fail_dead_runs, write_instance_yaml
+    from synthflow.dagster.instance import MARKER, prepare_instance, write_instance_yaml
 
     home = Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
@@ -59,13 +59,8 @@ def _use_local_dagster_home() -> Path:
     ours = write_instance_yaml(home).read_text().startswith(MARKER)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     if ours:  # only in synthflow's own instance: a user's may hold runs of other machines
-        import socket
-
-        import dagster as dg
-
-        with dg.DagsterInstance.get() as instance:
-            for run_id in fail_dead_runs(instance, socket.gethostname()):
-                click.echo(f"synthflow: run {run_id} was left STARTED by a killed process; marked it failed", err=True)
+        for run_id in prepare_instance(home):
+            click.echo(f"synthflow: run {run_id} was left STARTED by a killed process; marked it failed", err=True)
     return home
 
 
@@ -90,6 +85,7 @@ def run(spec_path: str, rounds: int, profile: str | None) -> None:
       synthflow run assets/math_word_problems.yaml --rounds 2 --profile local
     """
     from synthflow.dagster.runner import RoundFailed, SeedRejected, run_rounds
+    from synthflow.store import StoreError
 
     try:
         spec = load_spec(spec_path)
@@ -100,7 +96,7 @@ def run(spec_path: str, rounds: int, profile: str | None) -> None:
     click.echo(f"synthflow: {spec.name}: {rounds} round(s); Dagster instance in {home}")
     try:
         summaries = run_rounds(spec, rounds, profile=profile, echo=click.echo)
-    except (SeedRejected, RoundFailed) as e:
+    except (SeedRejected, RoundFailed, StoreError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     from synthflow.dagster.runner import format_summary

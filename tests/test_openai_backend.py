@@ -6,7 +6,10 @@ The server starts once per session (~45 s on 2 cores). The last test kills it mi
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import time
 
 import jsonschema
 import pytest
@@ -148,3 +151,37 @@ def test_server_killed_mid_round_then_restarted(openai_env: VLLMServer) -> None:
         restarter.join()
     assert len(results) == len(rest) and all(res.error is None for _, res in results)
     assert sum(res.retries for _, res in results) > 0 and patient.usage.retries > 0
+
+
+def test_stopped_server_fails_within_the_documented_window(openai_env: VLLMServer) -> None:
+    """SIGSTOP the server (API server and engine core): its socket stays open and connections are accepted, but
+    nothing answers. With the default timeout and retries the call must fail within 16-32 s (docs/generation.md),
+    not after timeout_s x (max_retries + 1)."""
+    gen = OpenAIGenerator(SERVED_MODEL)  # every default: timeout_s, max_retries, backoff, hung_after_s
+    reqs = [_req(f"stopped {i}", seed=i, max_tokens=8) for i in range(4)]
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        t0 = time.monotonic()
+        try:
+            outcome["results"] = list(gen.generate(reqs))
+        except EndpointUnavailable as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - t0
+
+    os.killpg(openai_env.proc.pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(60)
+    finally:
+        os.killpg(openai_env.proc.pid, signal.SIGCONT)
+    assert not worker.is_alive(), "a stopped server was not detected within 60 s"
+    exc = outcome.get("error")
+    assert isinstance(exc, EndpointUnavailable), outcome
+    assert 16 <= outcome["seconds"] <= 32, outcome
+    assert exc.endpoint == openai_env.base_url and exc.unfinished == len(reqs)
+    assert exc.last_error.startswith(f"timeout: {openai_env.base_url}: no answer for ")
+    # Continued, the server answers again, and the same generator goes through.
+    results = list(gen.generate(reqs))
+    assert len(results) == len(reqs) and all(res.error is None for _, res in results)

@@ -1,20 +1,64 @@
-"""Resume: SIGKILL `synthflow run` mid-round, run it again, and count what the vLLM server received."""
+"""Resume and concurrent runs against a real vLLM server: SIGKILL `synthflow run` mid-round, run it again, and
+count what the server received (its /metrics); two runs of one round at once."""
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
 
-from bench.resume import measure
+from bench.resume import _cmd, _env, make_project, measure, run_statuses, server_requests
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-@pytest.mark.vllm
-@pytest.mark.slow
-def test_killed_round_resends_at_most_one_chunk_and_ends_identical(live_vllm_server):
+def test_killed_round_resends_at_most_the_one_in_flight_and_ends_identical(live_vllm_server):
     server = live_vllm_server
-    r = measure(server.base_url, server.api_key, server.served_model_name, rows=24, chunk=4, compare=True)
-    assert r.stored_before_kill >= 8, r
+    r = measure(server.base_url, server.api_key, server.served_model_name, rows=24, chunk=4, concurrency=1,
+                kill_after=8, compare=True)
+    assert r.stored_before_kill >= 7, r
     # The resumed run sends exactly the requests that had no stored result ...
     assert r.sent_after == r.total - r.stored_before_kill, r
-    # ... so what is sent twice is what was in flight or unstored at the kill: at most one chunk.
-    assert 0 <= r.resent <= r.chunk, r
+    # ... so what is sent twice is what was in flight at the kill: one request at concurrency 1.
+    assert 0 <= r.resent <= 1, r
     assert r.identical, "the resumed round must end with the rows of an uninterrupted run"
+    # The killed run does not stay STARTED: the next `synthflow run` marked it failed (issue 12, case 12). (Each
+    # `synthflow run` is a run for seed and seed map, then one per round.)
+    assert r.run_statuses == ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"], r
+
+
+def test_killed_round_at_concurrency_8_resends_only_what_was_in_flight(live_vllm_server):
+    server = live_vllm_server
+    # store_every 16: a cache that wrote results in chunks would have stored one chunk at the kill and re-send
+    # the 8 unstored results on top of the 8 in flight.
+    r = measure(server.base_url, server.api_key, server.served_model_name, rows=48, chunk=16, concurrency=8,
+                kill_after=24, compare=False)
+    assert r.stored_before_kill >= 24 - 8, r
+    assert r.sent_after == r.total - r.stored_before_kill, r
+    assert 0 <= r.resent <= 8, r
+    assert r.run_statuses == ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"], r
+
+
+def test_two_runs_of_one_round_at_once_generate_it_once(live_vllm_server):
+    server = live_vllm_server
+    rows = 24
+    with tempfile.TemporaryDirectory() as tmp:
+        project = make_project(Path(tmp) / "p", Path(tmp) / "store", server.served_model_name, rows, 4)
+        before = server_requests(server.base_url)
+        env = _env(project, server.base_url, server.api_key)
+        procs = [subprocess.Popen(_cmd(), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=900) for p in procs]
+        time.sleep(1.0)
+        sent = server_requests(server.base_url) - before
+        codes = sorted(p.returncode for p in procs)
+        statuses = run_statuses(project)
+    errors = "\n".join(err for _, err in outs)
+    assert codes == [0, 1], errors
+    assert sent == rows, f"{sent} requests for {rows} candidates"
+    # The refused run names the holder: host, pid and start time.
+    assert "is being run by host " in errors and ", pid " in errors and ", since 20" in errors, errors
+    assert statuses.count("FAILURE") == 1 and "STARTED" not in statuses, statuses

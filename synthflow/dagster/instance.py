@@ -10,6 +10,8 @@ run" engine event) no longer exists on this host.
 
 from __future__ import annotations
 
+import fcntl
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -64,6 +66,18 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
             except (TypeError, ValueError):
                 continue
     return pid
+
+
+def prepare_instance(home: Path) -> list[str]:
+    """Open the instance in DAGSTER_HOME (= `home`) and mark failed the runs whose process is gone; their ids.
+
+    Under a file lock: two first commands at once would both create the SQLite schema, and one would fail with
+    "table alembic_version already exists".
+    """
+    with open(home / ".synthflow-instance.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        with dg.DagsterInstance.get() as instance:
+            return fail_dead_runs(instance, socket.gethostname())
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, host: str) -> list[str]:
