@@ -41,13 +41,13 @@ from synthflow.generators.base import (
     sample_seed,
 )
 from synthflow.generators.errors import ModelUnavailable
+from synthflow.generators.packaged_models import hf_folder, is_gguf_model
 from synthflow.generators.smoke_model import (
     MARKER_FILE,
     SMOKE_MODEL_NAME,
     build_smoke_model,
     default_smoke_model_dir,
 )
-from synthflow.generators.packaged_models import hf_folder, is_gguf_model
 from synthflow.generators.structured import JsonRow, SchemaGuide
 
 __all__ = ["ModelUnavailable", "SMOKE_LABEL", "TransformersGenerator", "sample_seed"]
