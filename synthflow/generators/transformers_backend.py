@@ -49,6 +49,7 @@ from synthflow.generators.smoke_model import (
     default_smoke_model_dir,
 )
 from synthflow.generators.structured import JsonRow, SchemaGuide
+from synthflow.quiet import no_load_bars
 
 __all__ = ["ModelUnavailable", "SMOKE_LABEL", "TransformersGenerator", "sample_seed"]
 
@@ -270,8 +271,9 @@ class TransformersGenerator:
         # Without a reachable hub, transformers retries for about a minute before it gives up: use the cache only.
         offline = offline or unreachable
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
-            lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=offline, dtype=self._dtype)
+            with no_load_bars():
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
+                lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=offline, dtype=self._dtype)
         except Exception as exc:
             # OSError, ValueError, hub errors ... depending on what is missing: all of them mean "can't load here".
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
