@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import uuid
@@ -211,3 +212,85 @@ def test_bad_targets_are_clear_errors(tmp_path: Path):
     mod = _module(tmp_path, "x = 1\n")
     with pytest.raises(ValueError, match=f"'{mod}' has no attribute 'missing'"):
         _verify("python", {"function": f"{mod}:missing"}, [{"task": "a"}], base=tmp_path)
+
+
+# ---- through Dagster: a round whose generator writes hostile code ---------------------------------------------
+
+CODER_SPEC = """
+name: coder
+seed:
+  source: data/coder_seed.jsonl
+  text: task
+  columns: [{name: task}, {name: code}, {name: tests}]
+generate:
+  generator: coder
+  prompt: Write a function.
+  few_shot: 0
+  output_schema:
+    type: object
+    properties: {task: {type: string}, code: {type: string}, tests: {type: string}}
+    required: [task, code, tests]
+  rows_per_round: 3
+  candidate_budget: 3
+verify:
+  - {type: code_tests, name: tests, timeout_s: 5}
+accumulate:
+  policy: accumulate
+diversity:
+  enabled: false
+"""
+
+CODER = '''
+ROWS = [
+    {"task": "add", "code": "def add(a, b):\\n    return a + b\\n", "tests": "assert add(2, 3) == 5"},
+    {"task": "kill", "code": "import os\\nos.kill(os.getppid(), 9)\\nos.kill(-1, 9)\\n", "tests": "assert True"},
+    {"task": "steal", "code": "raise ValueError(open(%r).read())\\n", "tests": "assert True"},
+]
+NEXT = iter(range(10**6))
+def generate(ctx):  # the three rows in turn, however the round splits its requests
+    return [ROWS[next(NEXT) %% 3] for _ in range(ctx.n)]
+'''
+
+
+@pytest.mark.slow
+def test_14_18_a_dagster_round_survives_hostile_code_and_records_the_isolation(project: Path):
+    import dagster as dg
+
+    from synthflow.dagster.runner import run_rounds
+    from synthflow.profiles import load_profile
+    from synthflow.spec import load_spec
+    from synthflow.store import Store
+
+    outside = Path(tempfile.mkdtemp(prefix="synthflow-test-store-"))
+    try:
+        outside.chmod(0o755)
+        secret = f"s3cret-{uuid.uuid4().hex}"
+        (outside / "rows.jsonl").write_text(secret)
+        (outside / "rows.jsonl").chmod(0o644)
+        assets = project / "assets"
+        (assets / "data" / "coder_seed.jsonl").write_text(
+            json.dumps({"task": "one", "code": "def one():\n    return 1\n", "tests": "assert one() == 1"}) + "\n"
+        )
+        (assets / "coder_gen.py").write_text(CODER % str(outside / "rows.jsonl"))
+        (assets / "coder.yaml").write_text(CODER_SPEC)
+        (project / "resources" / "coder.yaml").write_text(
+            f"store:\n  root: {project / 'store'}\ngenerators:\n  coder:\n    backend: python\n"
+            f"    model: coder_gen:generate\n    options: {{search_path: [{assets}]}}\n"
+        )
+        spec = load_spec(assets / "coder.yaml")
+        with dg.instance_for_test() as instance:
+            (summary,) = run_rounds(spec, 1, profile="coder", project_root=project, instance=instance)
+        store = Store(load_profile("coder", project).store_root())
+        assert (summary.candidates, summary.accepted, summary.rejected_by) == (3, 1, {"tests": 2})
+        verified = store.read(spec.name, "verified", summary.partition)
+        rejected = store.read(spec.name, "rejected", summary.partition).set_index("task")
+        assert verified["task"].tolist() == ["add"] and sorted(rejected.index) == ["kill", "steal"]
+        assert verified["tests_isolation"].tolist() + rejected["tests_isolation"].tolist() == ["bwrap"] * 3
+        assert "No such file or directory" in rejected.loc["steal", "reject_reason"]
+        training = store.read(spec.name, "training_set", summary.partition)
+        assert set(training["task"]) == {"one", "add"}
+        for f in (project / "store").rglob("*"):
+            if f.is_file():
+                assert secret.encode() not in f.read_bytes(), f
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
