@@ -12,6 +12,10 @@ import dagster as dg
 
 GPU_POOL = "gpu"
 
+# Run config `loggers:` for runs the CLI starts: nothing of Dagster's on the console (a failed step would print its
+# stack trace there), because synthflow reports the outcome in one line; the instance's event log keeps everything.
+QUIET_CONSOLE: dict[str, Any] = {"console": {"config": {"log_level": "CRITICAL"}}}
+
 
 def gpu_k8s_tags(gpus: int) -> dict[str, Any]:
     """The `dagster-k8s/config` tag asking Kubernetes for `gpus` GPUs (empty when no GPU is needed).
