@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from synthflow.profiles import state_dir
-from synthflow.spec import SpecError, load_spec
+from synthflow.profiles import find_project_root, state_dir
+from synthflow.spec import PipelineSpec, SpecError, load_spec
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,14 +27,43 @@ def main() -> None:
     """
 
 
+def _project_root(spec_path: str, given: str | None) -> Path:
+    """--project-root, else the nearest folder above the spec with resources/, else the working folder.
+
+    The state folder (store, Dagster instance) follows it unless SYNTHFLOW_HOME says otherwise, so a command run
+    from another folder uses the same instance and store as one run in the project.
+    """
+    root = Path(given).resolve() if given else find_project_root(Path(spec_path).parent)
+    os.environ.setdefault("SYNTHFLOW_HOME", str(root / ".synthflow"))
+    return root
+
+
+project_root_option = click.option(
+    "--project-root",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder with resources/ and .synthflow/ (default: the nearest one above the spec, else here).",
+)
+
+
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
-def validate(specs: tuple[str, ...]) -> None:
+@click.option(
+    "--data/--no-data",
+    default=True,
+    show_default=True,
+    help="Also open each seed and check its rows against the declared columns, as the blocking check does.",
+)
+def validate(specs: tuple[str, ...], data: bool) -> None:
     """Check pipeline specs; print each problem as FILE:LINE: FIELD: MESSAGE.
+
+    With --data (the default) the seed is read too; a row that breaks the schema is printed as
+    SOURCE: row N, column 'C': CHECK, with rows numbered from 1 as in the Dagster check.
 
     \b
     Example:
       synthflow validate assets/math_word_problems.yaml
+      synthflow validate --no-data assets/*.yaml
     """
     bad = 0
     for path in specs:
@@ -44,10 +73,32 @@ def validate(specs: tuple[str, ...]) -> None:
             bad += 1
             click.echo(str(e), err=True)
             continue
+        rows, problems = _seed_problems(spec) if data else (0, [])
+        if problems:
+            bad += 1
+            click.echo("\n".join(problems), err=True)
+            continue
+        seed = f", seed ok: {rows} rows" if data else ""
         click.echo(
-            f"{path}: ok ({spec.name}: {len(spec.seed.columns)} seed columns, {len(spec.verify)} verifiers)"
+            f"{path}: ok ({spec.name}: {len(spec.seed.columns)} seed columns, {len(spec.verify)} verifiers{seed})"
         )
     sys.exit(1 if bad else 0)
+
+
+def _seed_problems(spec: PipelineSpec, limit: int = 20) -> tuple[int, list[str]]:
+    """The seed's row count and its load error or the rows that break the schema (what the seed asset blocks on)."""
+    from synthflow.stages.schema import column_failures, describe_failure
+    from synthflow.stages.seed import SeedLoadError, load_seed
+
+    try:
+        df = load_seed(spec.seed, spec.base_dir)
+    except SeedLoadError as e:
+        return 0, [f"seed of {spec.name}: {e}"]
+    failures = column_failures(df, spec.seed.columns)
+    out = [f"{spec.seed.source}: {describe_failure(f)}" for f in failures[:limit]]
+    if len(failures) > limit:
+        out.append(f"{spec.seed.source}: ... and {len(failures) - limit} more")
+    return len(df), out
 
 
 def _use_local_dagster_home() -> Path:
@@ -67,7 +118,12 @@ def _use_local_dagster_home() -> Path:
 @main.command()
 @click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "--rounds", "-n", default=1, show_default=True, help="How many new rounds to materialize, in order."
+    "--rounds",
+    "-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many new rounds to materialize, in order (at most the round partitions that exist up to now).",
 )
 @click.option(
     "--profile",
@@ -75,7 +131,8 @@ def _use_local_dagster_home() -> Path:
     default=None,
     help="Resource profile in resources/ (default: $SYNTHFLOW_PROFILE or local).",
 )
-def run(spec_path: str, rounds: int, profile: str | None) -> None:
+@project_root_option
+def run(spec_path: str, rounds: int, profile: str | None, project_root: str | None) -> None:
     """Materialize the next N rounds of a pipeline through a real Dagster instance.
 
     The instance lives in DAGSTER_HOME (default .synthflow/dagster), so `synthflow ui` shows the runs afterwards.
@@ -85,17 +142,24 @@ def run(spec_path: str, rounds: int, profile: str | None) -> None:
       synthflow run assets/math_word_problems.yaml --rounds 2 --profile local
     """
     from synthflow.dagster.runner import RoundFailed, SeedRejected, run_rounds
+    from synthflow.profiles import ProfileError, load_profile
     from synthflow.store import StoreError
 
+    root = _project_root(spec_path, project_root)
     try:
         spec = load_spec(spec_path)
     except SpecError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
+    try:
+        prof = load_profile(profile, root)
+    except ProfileError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     home = _use_local_dagster_home()
     click.echo(f"synthflow: {spec.name}: {rounds} round(s); Dagster instance in {home}")
     try:
-        summaries = run_rounds(spec, rounds, profile=profile, echo=click.echo)
+        summaries = run_rounds(spec, rounds, profile=prof.name, project_root=root, echo=click.echo)
     except (SeedRejected, RoundFailed, StoreError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -81,6 +81,12 @@ class Profile(_Strict):
         return str(Path(root).resolve())
 
 
+def find_project_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that has resources/ (the project of a spec), else the working folder."""
+    start = start.resolve()
+    return next((d for d in (start, *start.parents) if (d / "resources").is_dir()), Path.cwd())
+
+
 def profiles_dir(project_root: Path | None = None) -> Path:
     return (project_root or Path.cwd()) / "resources"
 
@@ -109,4 +115,9 @@ def load_profile(name: str | None = None, project_root: Path | None = None) -> P
                 for x in e.errors()
             ],
         ) from None
+    root = profile.store.root
+    if root and "://" not in root and not Path(root).is_absolute():
+        # Relative to the project, not to wherever the command runs, so store and Dagster instance stay together.
+        absolute = str(((project_root or Path.cwd()) / root).resolve())
+        profile = profile.model_copy(update={"store": profile.store.model_copy(update={"root": absolute})})
     return profile

@@ -62,6 +62,13 @@ def column_failures(df: pd.DataFrame, columns: Sequence[ColumnSpec]) -> list[tup
     return out
 
 
+def describe_failure(failure: tuple[int | None, str, str]) -> str:
+    """One failure as `row N, column 'c': check`, rows numbered from 1 like a file's data rows."""
+    row, column, check = failure
+    where = f"row {row + 1}" if row is not None else "all rows"
+    return f"{where}, column {column!r}: {check}"
+
+
 def failures_frame(failures: list[tuple[int | None, str, str]], row_offset: int = 0) -> pd.DataFrame:
     """The failures as a table for asset-check metadata; rows are numbered from 1 like a file's data rows."""
     return pd.DataFrame(
