@@ -166,6 +166,13 @@ def run(spec_path: str, rounds: int, profile: str | None, project_root: str | No
     from synthflow.dagster.runner import format_summary
 
     click.echo(format_summary(summaries))
+    if summaries:
+        from synthflow.run_report import accepted_rows_report
+        from synthflow.store import Store
+
+        store = Store(prof.store_root())
+        click.echo("")
+        click.echo(accepted_rows_report(store, spec.name, spec, summaries[-1].partition))
 
 
 @main.command()
@@ -173,26 +180,44 @@ def run(spec_path: str, rounds: int, profile: str | None, project_root: str | No
 @click.argument("asset")
 @click.option("--partition", default=None, help="Round partition key (default: every partition).")
 @click.option("--profile", "-p", default=None)
-def versions(spec_path: str, asset: str, partition: str | None, profile: str | None) -> None:
-    """List the stored versions of one asset of a pipeline (oldest first).
+@click.option(
+    "--key-prefix",
+    default=None,
+    help="Asset key prefix the pipeline was built with (build_pipeline_defs key_prefix), slash-separated.",
+)
+def versions(
+    spec_path: str, asset: str, partition: str | None, profile: str | None, key_prefix: str | None
+) -> None:
+    """List the stored versions of one asset of a pipeline (oldest first); `blocked` names the blocking checks
+    a version failed (no round or downstream asset reads it).
 
     \b
-    Example:
+    Examples:
       synthflow versions assets/math_word_problems.yaml training_set
+      synthflow versions assets/math_word_problems.yaml training_set --key-prefix synthetic
     """
     from synthflow.profiles import load_profile
+    from synthflow.stages.session import failed_checks
     from synthflow.store import Store
 
     spec = load_spec(spec_path)
     store = Store(load_profile(profile).store_root())
-    parts = [partition] if partition else store.partitions(spec.name, asset)
+    name = "__".join([*_prefix(key_prefix), spec.name])
+    parts = [partition] if partition else store.partitions(name, asset)
     if not parts:
-        click.echo(f"{spec.name}/{asset}: no versions in {store.root}")
+        click.echo(f"{name}/{asset}: no versions in {store.root}")
         sys.exit(1)
-    click.echo(f"{'partition':<14} {'version':<22} {'rows':>7}  written")
+    click.echo(f"{'partition':<16} {'version':<22} {'rows':>7}  {'written':<20}  blocked")
     for p in parts:
-        for rec in store.versions(spec.name, asset, p):
-            click.echo(f"{rec.partition:<14} {rec.version:<22} {rec.rows:>7}  {rec.written_at_iso}")
+        for rec in store.versions(name, asset, p):
+            blocked = ", ".join(failed_checks(rec)) or "-"
+            click.echo(
+                f"{rec.partition:<16} {rec.version:<22} {rec.rows:>7}  {rec.written_at_iso:<20}  {blocked}"
+            )
+
+
+def _prefix(key_prefix: str | None) -> list[str]:
+    return [p for p in (key_prefix or "").split("/") if p]
 
 
 @main.command()
@@ -200,7 +225,14 @@ def versions(spec_path: str, asset: str, partition: str | None, profile: str | N
 @click.option("--to", "to", default=None, help="fsspec URL to write to (default: export.url of the spec).")
 @click.option("--partition", default=None, help="Round partition to export (default: the latest round).")
 @click.option("--profile", "-p", default=None, help="Resource profile whose store holds the training sets.")
-def export(spec_path: str, to: str | None, partition: str | None, profile: str | None) -> None:
+@click.option(
+    "--key-prefix",
+    default=None,
+    help="Asset key prefix the pipeline was built with (build_pipeline_defs key_prefix), slash-separated.",
+)
+def export(
+    spec_path: str, to: str | None, partition: str | None, profile: str | None, key_prefix: str | None
+) -> None:
     """Export a round's training set with its dataset card, through the Dagster instance.
 
     Without --to the spec's `export:` section says where (a URL, or hub_repo with the token in HF_TOKEN).
@@ -223,7 +255,9 @@ def export(spec_path: str, to: str | None, partition: str | None, profile: str |
         sys.exit(2)
     _use_local_dagster_home()
     try:
-        done = run_export(spec, to=to, partition=partition, profile=profile)
+        done = run_export(
+            spec, to=to, partition=partition, profile=profile, key_prefix=_prefix(key_prefix)
+        )
     except ExportError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

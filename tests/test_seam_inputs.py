@@ -5,9 +5,12 @@ or resource of their own."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from synthflow.store import Store
@@ -55,3 +58,23 @@ def test_readme_example_host_assets_take_training_sets_as_inputs(project, monkey
         res = materialize(defs, instance, [dg.AssetKey("fine_tune_manifest")])
         round2 = store.read(name, "training_set", "2026-01-02")
         assert res.output_for_node("fine_tune_manifest") == {"rows": len(round2), "round": 2}
+
+    # The CLI finds the prefixed pipeline's tables with --key-prefix (and only with it).
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "synthflow.cli", *args, "--profile", "smoke"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    spec_file = "assets/math_word_problems.yaml"
+    assert cli("versions", spec_file, "training_set").returncode == 1
+    out = cli("versions", spec_file, "training_set", "--key-prefix", "synthetic")
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["2026-01-01", "2026-01-02"]
+    out = cli("export", spec_file, "--key-prefix", "synthetic", "--to", str(project / "out.parquet"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "exported round 2 (2026-01-02)" in out.stdout
+    assert len(pd.read_parquet(project / "out.parquet")) == len(round2)
