@@ -431,10 +431,10 @@ def test_15_memory_is_limited_per_sandbox_across_processes(who: str):
 @USERS
 def test_15_cpu_time_is_limited_per_sandbox_across_processes(who: str):
     code = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass\n"
-    r = _drive(who, code, limits={"cpu_s": 2, "wall_s": 15})
+    # Four busy processes: 2 CPU-seconds together end the run, long before the wall clock (however busy the host).
+    r = _drive(who, code, limits={"cpu_s": 2, "wall_s": 30})
     assert r["status"] == "timeout", r
-    assert "CPU" in r["detail"]
-    assert r["duration_s"] < 8
+    assert "CPU limit of 2 s exceeded (all the sandbox's processes together)" in r["detail"]
     assert r["isolation"]["cpu"]
 
 

@@ -233,7 +233,7 @@ def run_command(
     limits: Limits = Limits(),
     isolation: Isolation = "sandbox",
 ) -> SandboxResult:
-    """Run `argv` (a program under /usr, or one in `files`) in a fresh sandbox."""
+    """Run `argv` in a fresh sandbox: a program under /usr (e.g. `sh -c` over the `files` beside it)."""
     return _sandboxed(list(argv), dict(files or {}), limits, isolation, python_boot=False)
 
 
