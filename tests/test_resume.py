@@ -57,8 +57,8 @@ def test_two_runs_of_one_round_at_once_generate_it_once(live_vllm_server):
         codes = sorted(p.returncode for p in procs)
         statuses = run_statuses(project)
     errors = "\n".join(err for _, err in outs)
+    assert sent == rows, f"{sent} requests for {rows} candidates; exit codes {codes}"
     assert codes == [0, 1], errors
-    assert sent == rows, f"{sent} requests for {rows} candidates"
     # The refused run names the holder: host, pid and start time.
     assert "is being run by host " in errors and ", pid " in errors and ", since 20" in errors, errors
     assert statuses.count("FAILURE") == 1 and "STARTED" not in statuses, statuses
