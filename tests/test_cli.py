@@ -156,3 +156,18 @@ def test_validate_reads_the_seed_and_reports_rows(project):
     broken = runner.invoke(main, ["validate", spec])
     assert broken.exit_code == 1
     assert f"seed of math_word_problems: {seed}:5: not valid JSON: the JSON object is cut off" in broken.output
+
+
+@pytest.mark.slow
+def test_a_round_then_export_print_no_dagster_logs(project, tmp_path):
+    small_spec(project)
+    spec = str(project / "assets" / "math_word_problems.yaml")
+    home = project / ".synthflow"
+    out = _cli(project, "run", spec, "--profile", "smoke", home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exported = _cli(project, "export", spec, "--profile", "smoke", "--to", str(tmp_path / "ts.parquet"), home=home)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    for res in (out, exported):
+        console = res.stdout + res.stderr
+        assert " - DEBUG - " not in console and " - INFO - " not in console and "dagster - " not in console
+    assert exported.stdout.startswith("exported round 1") and (tmp_path / "ts.parquet").exists()
