@@ -50,7 +50,7 @@ def render(source: str, **context: Any) -> str:
 
 
 def unknown_names(
-    source: str, names: Collection[str], item_fields: Mapping[str, Collection[str]] = {}
+    source: str, names: Collection[str], item_fields: Mapping[str, Collection[str]] | None = None
 ) -> list[tuple[int, str]]:
     """(template line, problem) for every name the template reads that rendering will not give it.
 
@@ -78,7 +78,7 @@ def unknown_names(
                 (node.lineno, f"template uses {item}.{field}, but {what} has no field {field!r}; it has {sorted(fields)}")
             )
 
-    for var, fields in item_fields.items():
+    for var, fields in (item_fields or {}).items():
         for loop in ast.find_all(nodes.For):
             if isinstance(loop.iter, nodes.Name) and loop.iter.name == var and isinstance(loop.target, nodes.Name):
                 alias = loop.target.name
