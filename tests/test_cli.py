@@ -1,4 +1,4 @@
-"""The CLI as a user runs it: `synthflow run` on the local profile (falls back to the smoke model), `versions`."""
+"""The CLI as a user runs it: `synthflow run` on the local profile (here made to fall back to the smoke model), `versions`."""
 
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ def _synthflow(project: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 @pytest.mark.slow
 def test_run_on_local_profile_falls_back_to_the_smoke_model_and_prints_a_summary(project):
     small_spec(project)
+    # The local profile's real model (tests/test_cpu_model.py, tests/test_first_hour.py) made unloadable here.
+    local = project / "resources" / "local.yaml"
+    local.write_text(local.read_text().replace("model: smollm2-135m-instruct", "model: /nonexistent/model.gguf"))
     out = _synthflow(project, "run", "assets/math_word_problems.yaml", "--rounds", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
-    assert "could not be loaded" in text and "smoke model" in text  # the one plain sentence
+    assert "could not be loaded (no such GGUF file: /nonexistent/model.gguf)" in text and "smoke model" in text
     header = next(line for line in text.splitlines() if line.startswith("round ") and "partition" in line)
     for col in ("real", "synthetic", "candidates", "accepted", "rejected by reason", "training_set version"):
         assert col in header
