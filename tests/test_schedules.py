@@ -12,7 +12,13 @@ import dagster as dg
 import pytest
 
 import synthflow
-from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys
+from synthflow.dagster.assets import (
+    ROUND_OUTPUTS,
+    PipelineKeys,
+    previous_partition,
+    round_index,
+    round_partitions,
+)
 from synthflow.spec import load_spec
 from tests.test_pipeline import small_spec
 
@@ -157,3 +163,31 @@ def test_on_seed_change_starts_one_round_per_seed_change(project):
         assert tick() == {"seed_map": {None}}
         _materialize(defs, instance, keys, "seed_map")
         assert tick() == {}
+
+
+@pytest.mark.parametrize(
+    ("cron", "start", "first_keys"),
+    [
+        ("0 0 * * *", "2026-01-01", ["2026-01-01", "2026-01-02"]),
+        ("0 6 * * *", "2026-01-01", ["2026-01-01", "2026-01-02"]),  # was: start could not be parsed
+        ("*/15 * * * *", "2026-01-01", ["2026-01-01-00:00", "2026-01-01-00:15"]),
+        ("0 */6 * * *", "2026-01-01", ["2026-01-01-00:00", "2026-01-01-06:00"]),
+        ("30 2 * * 1", "2026-01-01", ["2026-01-05", "2026-01-12"]),
+        ("0 6 * * *", "2026-01-01T06:00", ["2026-01-01", "2026-01-02"]),
+        ("*/15 * * * *", "2026-01-01-00:30", ["2026-01-01-00:30", "2026-01-01-00:45"]),
+    ],
+)
+def test_round_partitions_fit_any_cron_with_a_plain_start_date(project, cron, start, first_keys):
+    spec_path = project / "assets" / "math_word_problems.yaml"
+    text = spec_path.read_text().replace('cron: "0 0 * * *"', f'cron: "{cron}"')
+    spec_path.write_text(text.replace('start: "2026-01-01"', f'start: "{start}"'))
+    spec = load_spec(spec_path)
+    parts = round_partitions(spec)
+    keys = parts.get_partition_keys(current_time=datetime(2026, 1, 20, tzinfo=UTC))
+    assert keys[:2] == first_keys
+    assert len(set(keys)) == len(keys)  # every window has its own key
+    defs = synthflow.build_pipeline_defs(spec, profile="smoke", project_root=project)
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_schedule_def("math_word_problems__next_round").cron_schedule == cron
+    # Round numbers and the predecessor a round reads follow the keys.
+    assert round_index(parts, keys[1]) == 2 and previous_partition(parts, keys[1]) == keys[0]
