@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ui import _free_port, _stop, graphql
+from tests.test_ui import graphql, ui_server
 
 pytestmark = pytest.mark.slow
 
@@ -107,31 +107,10 @@ def test_validate_versions_and_export_from_the_clone(clone: Path, demo) -> None:
 @pytest.fixture(scope="module")
 def ui_url(clone: Path, demo) -> Iterator[str]:
     assert demo.returncode == 0
-    port = _free_port()
-    log = (clone / "ui.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV / "bin" / "synthflow"), "ui", "--port", str(port)],
-        cwd=clone, env=user_env(clone), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"synthflow ui exited ({proc.returncode}):\n{(clone / 'ui.log').read_text()[-4000:]}")
-            try:
-                keys = graphql(url, "{ assetNodes { assetKey { path } } }")["assetNodes"]
-                if any(n["assetKey"]["path"] == [PIPELINE, "training_set"] for n in keys):
-                    break
-            except (OSError, AssertionError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the UI did not load in 600 s:\n{(clone / 'ui.log').read_text()[-4000:]}")
-            time.sleep(2)
+    cmd = [str(VENV / "bin" / "synthflow"), "ui"]
+    ready = lambda keys: [PIPELINE, "training_set"] in keys  # noqa: E731
+    with ui_server(cmd, clone, user_env(clone), clone / "ui.log", ready) as url:
         yield url
-    finally:
-        _stop(proc)
-        log.close()
 
 
 def test_ui_answers_graphql_for_the_demo_assets(ui_url: str) -> None:

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -100,41 +100,30 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def webserver(ui_project: Path) -> Iterator[str]:
-    """`synthflow ui` on a free 127.0.0.1 port; yields the base URL once the code location has loaded."""
+@contextlib.contextmanager
+def ui_server(
+    cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path, ready: Callable[[list[list[str]]], bool]
+) -> Iterator[str]:
+    """Run `synthflow ui` (`cmd`) on a free 127.0.0.1 port until `ready(asset key paths)`; yield its base URL."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(ui_project / "dagster_home"),
-        "SYNTHFLOW_PROFILE": "smoke",
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = (ui_project / "dagster-dev.log").open("w")
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "synthflow.cli", "ui", "--port", str(port), "--profile", "smoke"],
-        cwd=ui_project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        [*cmd, "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"dagster dev exited ({proc.returncode}):\n{_tail(ui_project)}")
+                pytest.fail(f"synthflow ui exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
             try:
-                nodes = graphql(url, "{ assetNodes { id } }")["assetNodes"]
-                if len(nodes) >= len(ASSETS):
+                nodes = graphql(url, "{ assetNodes { assetKey { path } } }")["assetNodes"]
+                if ready([n["assetKey"]["path"] for n in nodes]):
                     break
             except (OSError, AssertionError, ValueError):  # not listening yet, or still loading
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the UI did not load the code location in {STARTUP_TIMEOUT}s:\n{_tail(ui_project)}"
-                )
+                pytest.fail(f"the UI did not load the code location in {STARTUP_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
             time.sleep(2)
         yield url
     finally:
@@ -142,8 +131,18 @@ def webserver(ui_project: Path) -> Iterator[str]:
         log.close()
 
 
-def _tail(project: Path) -> str:
-    return (project / "dagster-dev.log").read_text()[-4000:]
+@pytest.fixture(scope="module")
+def webserver(ui_project: Path) -> Iterator[str]:
+    """`synthflow ui` on a free 127.0.0.1 port; yields the base URL once the code location has loaded."""
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(ui_project / "dagster_home"),
+        "SYNTHFLOW_PROFILE": "smoke",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [sys.executable, "-m", "synthflow.cli", "ui", "--profile", "smoke"]
+    with ui_server(cmd, ui_project, env, ui_project / "dagster-dev.log", lambda keys: len(keys) >= len(ASSETS)) as url:
+        yield url
 
 
 ASSET_QUERY = """

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthflow.generators.errors import ModelUnavailable
+from synthflow.generators.folders import publish_folder
 
 
 @dataclass(frozen=True)
@@ -92,21 +91,7 @@ def hf_folder(model: str) -> Path:
     src = gguf_file(model)
     digest = _sha256(src)
     out = model_cache_dir() / f"{src.stem}-{digest[:16]}"
-    if (out / "config.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a temporary sibling and rename: a killed conversion never leaves a half folder behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        _convert(src, tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: its folder is as good as ours
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return publish_folder(out, lambda tmp: _convert(src, tmp), lambda d: (d / "config.json").is_file())
 
 
 def _convert(src: Path, dest: Path) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
+
+from synthflow.generators.folders import publish_folder
 
 SMOKE_MODEL_NAME = "synthflow-smoke"
 
@@ -212,26 +212,7 @@ def build_smoke_model(out_dir: str | Path, *, seed: int = 0) -> Path:
     directory beside `out_dir` and renames it into place; a loser of the race discards its copy.
     """
     out = Path(out_dir).expanduser().resolve()
-    if is_complete(out, seed=seed):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
-        _write_model(tmp, seed)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            # `out` exists: either another process just finished (keep theirs), or it is a stale/partial build.
-            if is_complete(out, seed=seed):
-                return out
-            stale = Path(tempfile.mkdtemp(prefix=f".{out.name}.stale-", dir=out.parent))
-            os.rename(out, stale / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(stale, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return publish_folder(out, lambda tmp: _write_model(tmp, seed), lambda d: is_complete(d, seed=seed))
 
 
 def default_smoke_model_dir() -> Path:
