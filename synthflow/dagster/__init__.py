@@ -2,5 +2,12 @@
 
 from synthflow.dagster.component import SynthflowPipelineComponent
 from synthflow.dagster.definitions import build_pipeline_defs, load_project_defs
+from synthflow.dagster.translator import SynthflowOutputProps, SynthflowTranslator
 
-__all__ = ["SynthflowPipelineComponent", "build_pipeline_defs", "load_project_defs"]
+__all__ = [
+    "SynthflowOutputProps",
+    "SynthflowPipelineComponent",
+    "SynthflowTranslator",
+    "build_pipeline_defs",
+    "load_project_defs",
+]

@@ -13,15 +13,21 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from synthflow.dagster.translator import STORE_NAME_META, TABLE_META
 from synthflow.stages.session import RoundInputError, latest_passing_partition, passing_record, read_passing
 from synthflow.store import Store
 
 ROUND_TABLES = ("candidates", "verified", "coverage", "training_set")
 
 
-def store_location(key: dg.AssetKey) -> tuple[str, str]:
-    """(store name, table) of a synthflow asset key [*prefix, pipeline, table]."""
-    return "__".join(key.path[:-1]), key.path[-1]
+def store_location(context: dg.InputContext) -> tuple[str, str]:
+    """(store name, table) from the upstream asset's metadata, which a translator cannot change; the default key
+    [*prefix, pipeline, table] says the same for an asset built without it."""
+    meta = context.upstream_output.definition_metadata if context.upstream_output is not None else {}
+    name, table = meta.get(STORE_NAME_META), meta.get(TABLE_META)
+    if name is not None and table is not None:
+        return str(getattr(name, "value", name)), str(getattr(table, "value", table))
+    return "__".join(context.asset_key.path[:-1]), context.asset_key.path[-1]
 
 
 class SynthflowIOManager(dg.ConfigurableIOManager):
@@ -36,7 +42,7 @@ class SynthflowIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         key = context.asset_key
         store = Store(self.root)
-        name, table = store_location(key)
+        name, table = store_location(context)
         where = key.to_user_string()
         try:
             if table not in ROUND_TABLES:

@@ -66,8 +66,11 @@ class AttributeTranslator(SynthflowTranslator):
         s = self.parent.get_asset_spec(props)
         attrs = {k: v for k, v in self._attrs(props.output).items() if k != "key_prefix"}
         merge = {k: attrs.pop(k) for k in ("tags", "metadata") if k in attrs}
-        if "tags" in merge:
-            attrs["tags"] = {**s.tags, **merge["tags"]}
+        tags = dict(s.tags)
+        if "kinds" in attrs:  # AssetSpec keeps kinds as `dagster/kind/*` tags: replacing them means dropping those
+            tags = {k: v for k, v in tags.items() if not k.startswith("dagster/kind/")}
+        if "tags" in merge or "kinds" in attrs:
+            attrs["tags"] = {**tags, **merge.get("tags", {})}
         if "metadata" in merge:
             attrs["metadata"] = {**s.metadata, **merge["metadata"]}
         if "kinds" in attrs:
