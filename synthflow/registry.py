@@ -1,4 +1,5 @@
-"""One registry for everything synthflow creates by name: verifier types, generator backends, accumulation policies.
+"""One registry for everything synthflow creates by name: verifier types, generator backends, accumulation policies,
+column types (`generate.columns`).
 
 Built-ins register when their module is imported (the module names below are strings, so this module imports no
 layer above it). Other packages add their own through Python entry points and never edit synthflow:
@@ -120,3 +121,12 @@ verifiers: Registry = Registry(
 )
 backends: Registry = Registry("generator backend", "synthflow.backends", ("synthflow.generators.backends",))
 policies: Registry = Registry("accumulation policy", "synthflow.policies", ("synthflow.stages.accumulate",))
+columns: Registry = Registry(
+    "column type",
+    "synthflow.columns",
+    (
+        "synthflow.stages.columns.samplers",
+        "synthflow.stages.columns.expression",
+        "synthflow.stages.columns.llm",
+    ),
+)

@@ -172,12 +172,33 @@ class SamplingSpec(Strict):
     seed: int = 0  # base seed; each request gets its own derived seed
 
 
+class ColumnDef(BaseModel):
+    """One entry of `generate.columns`: `name`, `type` (a column type of synthflow.registry.columns) and that
+    type's keys, checked by the type's own parameter model (docs/columns.md)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: str
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, **(self.model_extra or {})}
+
+    def checked(self) -> Any:
+        return registry.columns.get(self.type).params.model_validate(self.entry)
+
+
 class GenerateSpec(Strict):
-    generator: str = "generator"  # name of a generator in the resource profile
+    generator: str = "generator"  # name of a generator in the resource profile (the default of llm columns)
     system: TemplateStr | None = None
-    prompt: TemplateStr  # Jinja2 (sandboxed); sees `exemplars` (list of seed rows) and `round`
+    # Jinja2 (sandboxed); sees `exemplars` (list of seed rows) and `round`. The single-step form: prompt +
+    # output_schema, shorthand for one structured llm column whose fields are the row's columns.
+    prompt: TemplateStr | None = None
     few_shot: int = Field(default=3, ge=0)
-    output_schema: dict[str, Any]  # JSON schema of one generated row
+    # JSON schema of one generated row. With `columns` it is derived from them (every column they fill).
+    output_schema: dict[str, Any] | None = None
+    columns: list[ColumnDef] | None = Field(default=None, min_length=1)  # the DAG of columns (docs/columns.md)
     rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
     candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
     batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
@@ -187,7 +208,9 @@ class GenerateSpec(Strict):
 
     @field_validator("output_schema")
     @classmethod
-    def _schema_is_object(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _schema_is_object(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
         import jsonschema
 
         try:
@@ -198,9 +221,66 @@ class GenerateSpec(Strict):
             raise ValueError("output_schema must be an object schema with properties")
         return v
 
+    @model_validator(mode="after")
+    def _one_form(self) -> GenerateSpec:
+        if self.columns is None:
+            missing = [((f,), "Field required", {}) for f in ("prompt", "output_schema") if getattr(self, f) is None]
+            if missing:
+                raise _invalid(missing)
+            return self
+        given = [
+            ((f,), f"give {f} on an llm column of `columns`, not beside them", {})
+            for f in ("prompt", "system", "output_schema")
+            if getattr(self, f) is not None
+        ]
+        if given:
+            raise _invalid(given)
+        # The row schema the verifiers, the training-set check and the stores read: every column filled.
+        object.__setattr__(self, "output_schema", column_row_schema(self.columns))
+        return self
+
     @property
     def budget(self) -> int:
         return self.candidate_budget or 4 * self.rows_per_round
+
+    @property
+    def generators_used(self) -> list[str]:
+        """The profile generators generation calls: the default and each llm column's own."""
+        out = [self.generator]
+        for c in self.columns or ():
+            out += [g for g in c.checked().generators() if g not in out]
+        return out
+
+
+def column_row_schema(columns: list[ColumnDef]) -> dict[str, Any]:
+    """Each column checked by its type's model (errors at the column's own key), then the JSON schema of a
+    row: every table column the columns fill. Names must be unique, and so must the table columns."""
+    problems: list[tuple[tuple[Any, ...], str, dict[str, Any]]] = []
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    owner: dict[str, str] = {}
+    for i, col in enumerate(columns):
+        try:
+            params = col.checked()
+        except registry.RegistryError as e:
+            problems.append((("columns", i, "type"), str(e), {}))
+            continue
+        except ValidationError as e:
+            for err in e.errors():
+                msg = "unknown key (not part of this column type)" if err["type"] == "extra_forbidden" else err["msg"]
+                problems.append((("columns", i, *err["loc"]), msg.removeprefix("Value error, "), {}))
+            continue
+        for name, schema in params.produces().items():
+            if name in owner:
+                problems.append(
+                    (("columns", i, "name"), f"column {name!r} is already filled by column {owner[name]!r}", {})
+                )
+            owner[name] = col.name
+            props[name] = schema
+        required += params.required() if hasattr(params, "required") else list(params.produces())
+    if problems:
+        raise _invalid(problems)
+    return {"type": "object", "properties": props, "required": required}
 
 
 class VerifierSpec(BaseModel):
@@ -328,6 +408,50 @@ class PipelineSpec(Strict):
             raise _invalid(problems)
         return self
 
+    @model_validator(mode="after")
+    def _columns_graph(self) -> PipelineSpec:
+        """Every name a column's template reads is an earlier (or later) column or a prompt name; no cycles."""
+        from synthflow.column_graph import CycleError, field_refs, order, template_refs
+
+        cols = self.generate.columns or []
+        params = {c.name: c.checked() for c in cols}
+        seed_columns = [c.name for c in self.seed.columns]
+        structured = {n: p.fields() for n, p in params.items() if p.fields() is not None}
+        problems = []
+        deps: dict[str, list[str]] = {}
+        for i, (name, p) in enumerate(params.items()):
+            deps[name] = [d for d in p.reads() if d in params]
+            for d in p.reads():
+                if d not in params:
+                    problems.append(
+                        (("generate", "columns", i), f"reads column {d!r}, which is not among {sorted(params)}", {})
+                    )
+            for field, source in p.templates().items():
+                loc = ("generate", "columns", i, field)
+                for ref, line in template_refs(source).items():
+                    if ref in params and ref != name:
+                        deps[name].append(ref)
+                    elif ref not in PROMPT_NAMES:
+                        what = "itself" if ref == name else "not a column"
+                        problems.append(
+                            (loc, f"template uses {ref!r}, {what}; it sees the columns {sorted(params)} "
+                             f"and {list(PROMPT_NAMES)}", {"template_line": line})
+                        )
+                for line, msg in [
+                    *unknown_names(source, [*params, *PROMPT_NAMES], {"exemplars": seed_columns}),
+                    *field_refs(source, structured),
+                ]:
+                    if "which it is not given" not in msg:
+                        problems.append((loc, msg, {"template_line": line}))
+        try:
+            order(deps)
+        except CycleError as e:
+            first = list(params).index(e.cycle[0])
+            problems.append((("generate", "columns", first, "name"), str(e), {}))
+        if problems:
+            raise _invalid(problems)
+        return self
+
     @property
     def base_dir(self) -> Path:
         return Path(self.source_path).parent if self.source_path else Path.cwd()
@@ -433,6 +557,9 @@ def load_yaml(text: str, path: str) -> tuple[yaml.Node | None, Any]:
 def _template_line(node: yaml.Node | None, loc: tuple[Any, ...], template_line: int) -> int | None:
     """The file line of a template's own line: a block scalar (`prompt: |`) starts on the line after its key."""
     for part in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]  # generate.columns[i]
+            continue
         if not isinstance(node, yaml.MappingNode):
             return None
         node = next((v for k, v in node.value if k.value == part), None)

@@ -17,3 +17,15 @@ def normalize_text(text: object) -> str:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+_THINK = re.compile(r"^\s*<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of a completion that starts with `<think>...</think>` (an unclosed block is all
+    reasoning: the model ran out of tokens while thinking); (None, text) when there is none."""
+    m = _THINK.match(text or "")
+    if m is None:
+        return None, text
+    return m.group(1).strip(), text[m.end() :].strip()

@@ -20,6 +20,7 @@ from synthflow.generators.tables import table_candidates
 from synthflow.spec import PipelineSpec
 from synthflow.stages.accumulate import build_training_set, synthetic_rows
 from synthflow.stages.cache import ResultCache
+from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.coverage import round_counts
 from synthflow.stages.generate import GenerationStats, run_generation
 from synthflow.stages.parse import candidates_frame, parse_outputs
@@ -134,6 +135,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     if hasattr(inp.generator, "prepare_round"):
         inp.generator.prepare_round(inp.previous, inp.real, inp.round_index)
     table_rows = getattr(inp.generator, "table_rows", False)
+    dag = _ColumnRun(inp) if spec.generate.columns else None
     stats = GenerationStats()
     cand_frames: list[pd.DataFrame] = []
     verified_frames: list[pd.DataFrame] = []
@@ -141,6 +143,11 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     while accepted < wanted and generated < budget:
         if table_rows:
             parsed, batch_stats = _table_batch(inp, min(wanted, budget - generated), batch_index, generated)
+            cands = parsed.drop(columns=["_output"])
+        elif dag is not None:
+            n = _next_batch_size(spec, wanted, accepted, generated)
+            rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
+            parsed, batch_stats = dag.batch(planner.plan(max(1, n // dag.fanout), rng))
             cands = parsed.drop(columns=["_output"])
         else:
             n = _next_batch_size(spec, wanted, accepted, generated)
@@ -223,9 +230,56 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         "training_real_rows": int((training_set["_source"] == "real").sum()),
         "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
     }
+    if dag is not None:
+        coverage.update(dag.report(verified_all))
     if hasattr(inp.generator, "report"):
         coverage.update(inp.generator.report(training_set, inp.real, inp.round_index))
     return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats, new_synth)
+
+
+class _ColumnRun:
+    """The column DAG of one round: prompt rows numbered across batches, per-column figures summed."""
+
+    def __init__(self, inp: RoundInputs):
+        if getattr(inp.generator, "table_rows", False):
+            raise ValueError("generate.columns cannot use a generator that answers with tables (python backend)")
+        self.inp = inp
+        self.params = columns_dag.column_params(inp.spec)
+        self.fanout = columns_dag.fanout(self.params)
+        self.prompts = 0
+        self.stats: dict[str, Any] = {}
+        self.memo: dict[str, Any] = {}
+
+    def generator_for(self, name: str) -> Generator:
+        if name == self.inp.spec.generate.generator:
+            return self.inp.generator
+        try:
+            gen = self.inp.generators[name]
+        except KeyError:
+            raise ValueError(f"an llm column needs the generator {name!r}, which the profile does not have") from None
+        return getattr(gen, "inner", gen)  # unwrapped: run_generation puts the cache in front itself
+
+    def batch(self, plan: list[tuple[int, pd.DataFrame]]) -> tuple[pd.DataFrame, GenerationStats]:
+        out = columns_dag.run_column_batch(
+            self.inp.spec,
+            plan,
+            round_index=self.inp.round_index,
+            first_index=self.prompts,
+            cache=self.inp.cache,
+            generator_for=self.generator_for,
+            stats=self.stats,
+            log=self.inp.log,
+            memo=self.memo,
+        )
+        self.prompts += len(plan)
+        return out
+
+    def report(self, verified: pd.DataFrame) -> dict[str, Any]:
+        accepted = verified[verified["accepted"]] if len(verified) else verified
+        return {
+            "columns": {name: st.as_dict() for name, st in self.stats.items()},
+            "sampler_shares": columns_dag.sampler_shares(self.params, accepted),
+        }
 
 
 def _table_batch(

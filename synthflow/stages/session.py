@@ -61,7 +61,7 @@ class PipelineNeeds:
 
 def pipeline_needs(spec: PipelineSpec) -> PipelineNeeds:
     """The `generate` generator, the diversity embedder, and what each verifier's parameters `requires()`."""
-    generators = [spec.generate.generator]
+    generators = list(spec.generate.generators_used)
     for v in spec.verify:
         params = validate_params(v)
         needs: Needs = params.requires() if hasattr(params, "requires") else Needs()

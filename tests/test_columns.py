@@ -1,0 +1,385 @@
+"""generate.columns: the column DAG (issue 13). Spec errors with file, line and field; seeded samplers; llm columns
+through the request cache (resume column by column); n per prompt; reasoning capture; two rounds through Dagster on
+the smoke profile and on the default CPU model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from synthflow.generators.base import GenerationRequest, GenerationResult
+from synthflow.spec import SpecError, load_spec, parse_spec
+from synthflow.stages.accumulate import real_rows
+from synthflow.stages.cache import ResultCache
+from synthflow.stages.round import RoundInputs, run_round
+from synthflow.stages.seed import load_seed
+from synthflow.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = "persona_math_columns.yaml"
+
+SEED = """name: cols
+seed:
+  source: {source}
+  id_column: id
+  text: question
+  columns:
+    - {{name: id, type: string}}
+    - {{name: topic, type: string}}
+    - {{name: question, type: string}}
+diversity: {{enabled: false}}
+verify: [{{type: schema}}]
+generate:
+  rows_per_round: 4
+  candidate_budget: 12
+  sampling: {{max_tokens: 40, seed: 3}}
+  columns:
+"""
+
+
+def spec_text(columns: str, source: str | None = None) -> str:
+    src = source or str(REPO / "assets" / "data" / "math_word_problems.jsonl")
+    return SEED.format(source=src) + columns
+
+
+def problems(text: str) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, "cols.yaml")
+    return e.value.problems
+
+
+# -- the spec ------------------------------------------------------------------------------------------------------
+
+
+def test_example_validates_and_derives_the_row_schema():
+    spec = load_spec(REPO / "assets" / EXAMPLE)
+    props = spec.generate.output_schema["properties"]
+    assert list(props) == [
+        "topic",
+        "level",
+        "audience",
+        "question.text",
+        "answer",
+        "answer__reasoning",
+        "label",
+    ]
+    assert props["topic"]["enum"] == ["arithmetic", "geometry", "rates"]
+    assert "answer__reasoning" not in spec.generate.output_schema["required"]
+    assert spec.generate.generators_used == ["generator", "judge"]
+
+
+def test_single_step_form_is_still_shorthand():
+    spec = load_spec(REPO / "assets" / "math_word_problems.yaml")
+    assert spec.generate.columns is None and spec.output_columns == ["question", "solution", "answer"]
+    anchor = "seed: 3}\n  columns:\n"
+    no_schema = spec_text("").replace(anchor, "seed: 3}\n  prompt: hi\n")
+    assert [(f, m) for _, f, m in problems(no_schema)] == [("generate.output_schema", "Field required")]
+    both = spec_text("    - {name: a, type: expression, template: x}\n").replace(
+        anchor, "seed: 3}\n  prompt: hi\n  columns:\n"
+    )
+    [(line, field, msg)] = problems(both)
+    assert field == "generate.prompt" and "llm column" in msg and line == 16
+
+
+def test_unknown_name_gives_file_line_and_field():
+    text = spec_text(
+        "    - {name: topic, type: category, values: [a, b]}\n"
+        "    - name: q\n"
+        "      type: llm\n"
+        "      prompt: |\n"
+        "        About {{ topic }}\n"
+        "        for {{ audiance }}\n"
+    )
+    [(line, field, msg)] = problems(text)
+    assert field == "generate.columns[1].prompt"
+    assert "'audiance'" in msg and "not a column" in msg and "'topic'" in msg
+    assert text.splitlines()[line - 1].strip() == "for {{ audiance }}"
+
+
+def test_cycle_and_missing_field_and_bad_keys():
+    cyc = problems(
+        spec_text(
+            "    - {name: a, type: expression, template: '{{ b }}'}\n"
+            "    - {name: b, type: expression, template: '{{ a }}!'}\n"
+        )
+    )
+    assert [(f, m) for _, f, m in cyc] == [
+        ("generate.columns[0].name", "columns depend on each other in a cycle: a -> b -> a")
+    ]
+    assert cyc[0][0] == 17  # the line of column a
+    bad = problems(
+        spec_text(
+            "    - {name: q, type: llm, prompt: hi, output_schema: {type: object, properties: {text: {type: string}}}}\n"
+            "    - {name: a, type: llm, prompt: '{{ q.txt }}', temperatur: 1}\n"
+            "    - {name: c, type: categroy, values: [x]}\n"
+            "    - {name: d, type: subcategory, category: nope, values: {x: [y]}}\n"
+        )
+    )
+    by_field = {f: (line, m) for line, f, m in bad}
+    assert by_field["generate.columns[1].temperatur"][1].startswith("unknown key")
+    assert by_field["generate.columns[1].temperatur"][0] == 18
+    assert "unknown column type 'categroy'" in by_field["generate.columns[2].type"][1]
+    assert "llm" in by_field["generate.columns[2].type"][1]  # the known types are listed
+
+
+def test_field_reference_and_subcategory_parent_are_checked():
+    bad = problems(
+        spec_text(
+            "    - {name: q, type: llm, prompt: hi, output_schema: {type: object, properties: {text: {type: string}}}}\n"
+            "    - {name: a, type: llm, prompt: '{{ q.txt }}'}\n"
+            "    - {name: d, type: subcategory, category: nope, values: {x: [y]}}\n"
+        )
+    )
+    msgs = {f: m for _, f, m in bad}
+    assert "q.txt" in msgs["generate.columns[1].prompt"] and "'text'" in msgs["generate.columns[1].prompt"]
+    assert "reads column 'nope'" in msgs["generate.columns[2]"]
+
+
+# -- samplers ------------------------------------------------------------------------------------------------------
+
+SAMPLERS = (
+    "    - {name: topic, type: category, values: {arithmetic: 3, geometry: 1}}\n"
+    "    - name: sub\n"
+    "      type: subcategory\n"
+    "      category: topic\n"
+    "      values: {arithmetic: [add, subtract], geometry: {area: 1, perimeter: 0}}\n"
+    "    - {name: x, type: uniform, low: 2, high: 5, integer: true}\n"
+    "    - {name: y, type: normal, mean: 10, stddev: 2, min: 9, max: 11}\n"
+    "    - {name: who, type: sample, source: PERSONAS, column: persona}\n"
+    "    - {name: tag, type: expression, template: '{{ topic }}-{{ sub }}-{{ x }}'}\n"
+)
+
+
+def _sampler_rows(spec, round_index: int, n: int, first: int = 0) -> pd.DataFrame:
+    from synthflow.stages.columns.dag import run_column_batch
+
+    seed = load_seed(spec.seed, spec.base_dir)
+    plan = [(-1, seed.iloc[:1])] * n
+    frame, _ = run_column_batch(
+        spec, plan, round_index=round_index, first_index=first, cache=None, generator_for=None, stats={}
+    )
+    return frame
+
+
+def test_samplers_are_seeded_by_round_and_row_and_follow_their_weights(tmp_path):
+    import fsspec
+
+    with fsspec.open("memory://personas/p.jsonl", "w") as f:  # any fsspec URL: the memory filesystem is real
+        f.write("\n".join(json.dumps({"persona": f"p{i}"}) for i in range(5)))
+    spec = parse_spec(
+        spec_text(SAMPLERS.replace("PERSONAS", "memory://personas/p.jsonl")), str(tmp_path / "s.yaml")
+    )
+    a = _sampler_rows(spec, 1, 400)
+    again = _sampler_rows(spec, 1, 400)
+    cols = ["topic", "sub", "x", "y", "who", "tag"]
+    pd.testing.assert_frame_equal(a[cols], again[cols])  # a resumed round draws the same
+    tail = _sampler_rows(spec, 1, 100, first=300)  # a row's draw depends on its index, not on its batch
+    pd.testing.assert_frame_equal(
+        tail[cols].reset_index(drop=True), a[cols].iloc[300:].reset_index(drop=True)
+    )
+    assert not a[cols].equals(_sampler_rows(spec, 2, 400)[cols])  # another round draws anew
+    share = (a["topic"] == "arithmetic").mean()
+    assert 0.68 < share < 0.82, share  # weight 3:1
+    assert set(a.loc[a.topic == "arithmetic", "sub"]) == {"add", "subtract"}
+    assert set(a.loc[a.topic == "geometry", "sub"]) == {"area"}  # weight 0 is never drawn
+    assert set(a["x"]) == {2, 3, 4, 5} and a["y"].between(9, 11).all()
+    assert set(a["who"]) == {f"p{i}" for i in range(5)}
+    assert (a["tag"] == a["topic"] + "-" + a["sub"] + "-" + a["x"].astype(str)).all()
+    assert a["parse_error"].isna().all()
+
+
+# -- llm columns ---------------------------------------------------------------------------------------------------
+
+
+class ThinkingDouble:
+    """A generator double: answers `<think>...</think>` then the answer, which no real CPU model does on demand."""
+
+    model_id = "double-thinker"
+    label = "double"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def generate(self, requests: Iterable[GenerationRequest], progress=None) -> Iterator:
+        for r in requests:
+            self.sent += 1
+            text = f"<think>step one, step two for {r.sample_index}</think>answer {r.sample_index} to {r.messages[-1][1][-12:]}"
+            yield r, GenerationResult(r.key(self.model_id), text, self.model_id, 5, 20, "stop")
+
+    def close(self) -> None:
+        pass
+
+
+LLM_COLUMNS = (
+    "    - {name: topic, type: category, values: [arithmetic, geometry]}\n"
+    "    - name: question\n"
+    "      type: llm\n"
+    "      prompt: 'Write a {{ topic }} problem. {% for ex in exemplars %}{{ ex.question }}{% endfor %}'\n"
+    "      output_schema: {type: object, properties: {text: {type: string}}, required: [text]}\n"
+    "    - name: answer\n"
+    "      type: llm\n"
+    "      generator: judge\n"
+    "      prompt: 'Solve: {{ question.text }}'\n"
+    "      reasoning: true\n"
+    "      n: 2\n"
+    "    - {name: label, type: expression, template: '{{ topic }}/{{ answer }}'}\n"
+)
+
+
+def _round(spec, store: Store, generator, judge, round_index: int = 1):
+    seed = load_seed(spec.seed, spec.base_dir)
+    real = real_rows(seed, [c.name for c in spec.seed.columns], 0)
+    return run_round(
+        RoundInputs(
+            spec=spec,
+            round_index=round_index,
+            seed=seed,
+            real=real,
+            previous=None,
+            generator=generator,
+            cache=ResultCache(store, spec.name),
+            generators={"judge": judge},
+        )
+    )
+
+
+def test_llm_columns_fan_out_capture_reasoning_and_resume_from_the_cache(tmp_path, smoke_generator):
+    spec = parse_spec(spec_text(LLM_COLUMNS), str(tmp_path / "s.yaml"))
+    store = Store(str(tmp_path / "store"))
+    judge = ThinkingDouble()
+    out = _round(spec, store, smoke_generator, judge)
+    v = out.verified
+    assert out.stop_reason == "target reached" and len(out.accepted) == 4
+    # n: 2 -> two rows per problem, each naming its parent, sample indexes 0 and 1
+    assert len(v) == 4 and v["parent_id"].notna().all() and v["parent_id"].nunique() == 2
+    assert sorted(v["sample_index"]) == [0, 0, 1, 1] and v["candidate_id"].is_unique
+    assert (v.groupby("parent_id")["question.text"].nunique() == 1).all()  # the answers share their question
+    # reasoning: its own column, out of the answer, of _output (what verifiers judge) and of the text
+    assert v["answer"].str.startswith("answer ").all() and not v["answer"].str.contains("think").any()
+    assert v["answer__reasoning"].str.startswith("step one").all()
+    assert (v["label"] == v["topic"] + "/" + v["answer"]).all()
+    prov = json.loads(v["column_provenance"].iloc[0])
+    assert prov["question"]["model"] == "synthflow-smoke" and prov["answer"]["model"] == "double-thinker"
+    assert len(prov["question"]["prompt_hash"]) == 16
+    assert set(v["model"]) == {"synthflow-smoke, double-thinker"}
+    cols = out.coverage["columns"]
+    assert (
+        cols["question"]["requests"] == 2 and cols["answer"]["requests"] == 4 and cols["answer"]["rows"] == 4
+    )
+    assert cols["answer"]["reasoning_tokens"] > 0 and cols["answer"]["completion_tokens"] == 80
+    assert cols["topic"] == {"type": "category", "rows": 2, "failures": 0}
+    shares = out.coverage["sampler_shares"]["topic"]
+    assert shares["rows"] == 4 and {s["weight"] for s in shares["values"].values()} == {0.5}
+    synth = out.training_set[out.training_set["_source"] == "synthetic"]
+    assert {"question.text", "answer", "answer__reasoning", "label"} <= set(synth.columns)
+
+    # A resumed round (a fresh cache object over the same store) sends nothing and fills the same rows.
+    sent = judge.sent
+    again = _round(spec, store, smoke_generator, judge)
+    assert judge.sent == sent and again.stats.sent == 0 and again.stats.from_cache == 6
+    assert again.coverage["columns"]["answer"]["from_cache"] == 4
+    pd.testing.assert_frame_equal(
+        v[["candidate_id", "question.text", "answer"]],
+        again.verified[["candidate_id", "question.text", "answer"]],
+    )
+
+
+def test_a_failing_column_rejects_only_its_rows(tmp_path, smoke_generator):
+    class Failing(ThinkingDouble):
+        def generate(self, requests, progress=None):
+            for r in requests:
+                err = "server_error: boom" if r.sample_index == 1 else None
+                yield r, GenerationResult(r.key(self.model_id), "" if err else "ok", self.model_id, error=err)
+
+    spec = parse_spec(spec_text(LLM_COLUMNS), str(tmp_path / "s.yaml"))
+    out = _round(spec, Store(str(tmp_path / "store")), smoke_generator, Failing())
+    v = out.verified
+    bad = v[v["sample_index"] == 1]
+    assert (~bad["accepted"]).all() and (bad["rejected_by"] == "parse").all()
+    assert bad["reject_reason"].str.startswith("column answer: generation failed: server_error").all()
+    assert v[v["sample_index"] == 0]["accepted"].all()
+    assert out.coverage["columns"]["answer"]["failures"] > 0
+    assert (
+        out.coverage["columns"]["label"]["rows"]
+        == out.coverage["columns"]["answer"]["rows"] - out.coverage["columns"]["answer"]["failures"]
+    )
+
+
+# -- through Dagster -----------------------------------------------------------------------------------------------
+
+
+def _example(project: Path, rows: int, budget: int) -> Path:
+    path = project / "assets" / EXAMPLE
+    text = path.read_text()
+    for old, new in {
+        "rows_per_round: 200": f"rows_per_round: {rows}",
+        "candidate_budget: 600": f"candidate_budget: {budget}",
+        "batch_size: 16": f"batch_size: {budget}",
+    }.items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def _run_two_rounds(project: Path, profile: str, rows: int, budget: int, export_to: Path):
+    """Two rounds of the example through a Dagster instance, then p/export of the last one."""
+    from synthflow.dagster.export import run_export
+    from synthflow.dagster.runner import run_rounds
+    from synthflow.profiles import load_profile
+
+    spec = load_spec(_example(project, rows, budget))
+    store = Store(load_profile(profile, project).store_root())
+    with dg.instance_for_test() as instance:
+        summaries = run_rounds(
+            spec, 2, profile=profile, project_root=project, instance=instance, echo=lambda m: None
+        )
+        exported = run_export(
+            spec, to=str(export_to), profile=profile, project_root=project, instance=instance
+        )
+    return spec, store, summaries, exported
+
+
+def test_example_runs_two_rounds_through_dagster_and_exports(project, smoke_model_dir, tmp_path):
+    spec, store, summaries, exported = _run_two_rounds(project, "smoke", 4, 8, tmp_path / "export")
+    assert [s.round for s in summaries] == [1, 2]
+    for s in summaries:
+        cov = store.read(spec.name, "coverage", s.partition).iloc[0]
+        cols = json.loads(cov["columns"])
+        assert set(cols) == {"topic", "level", "audience", "question", "answer", "label"}
+        assert cols["answer"]["rows"] == 2 * cols["question"]["rows"] - 2 * cols["question"]["failures"]
+        assert "topic" in json.loads(cov["sampler_shares"])
+    last = store.read(spec.name, "training_set", summaries[-1].partition)
+    synth = last[last["_source"] == "synthetic"]
+    assert len(synth) == summaries[1].synthetic_rows > summaries[0].synthetic_rows > 0  # accumulated
+    assert (
+        synth["audience"]
+        .isin(
+            [json.loads(x)["persona"] for x in (REPO / "assets/data/personas.jsonl").read_text().splitlines()]
+        )
+        .all()
+    )
+    assert (synth["label"] == synth["topic"] + "/" + synth["level"]).all()
+
+    import datasets
+
+    ds = datasets.load_from_disk(exported.location)
+    assert exported.round == 2 and len(ds) == len(last)
+    assert {"question.text", "answer", "answer__reasoning", "label", "audience"} <= set(ds.column_names)
+
+
+@pytest.mark.slow
+def test_example_on_the_default_cpu_model_accepts_real_rows(project, tmp_path):
+    spec, store, summaries, exported = _run_two_rounds(project, "local", 2, 4, tmp_path / "export")
+    assert "smoke" not in summaries[0].generator, "the packaged SmolLM2 model must load"
+    last = store.read(spec.name, "training_set", summaries[-1].partition)
+    synth = last[last["_source"] == "synthetic"]
+    assert len(synth) >= 2, "real model rows accepted"
+    assert synth["question.text"].str.len().gt(10).all() and synth["answer"].str.len().gt(0).all()
+    assert synth["_model"].str.contains("SmolLM2", case=False).all()
+    print(synth[["topic", "level", "audience", "question.text", "answer"]].to_string())
