@@ -383,3 +383,50 @@ def test_example_on_the_default_cpu_model_accepts_real_rows(project, tmp_path):
     assert synth["question.text"].str.len().gt(10).all() and synth["answer"].str.len().gt(0).all()
     assert synth["_model"].str.contains("SmolLM2", case=False).all()
     print(synth[["topic", "level", "audience", "question.text", "answer"]].to_string())
+
+
+def test_a_servers_reasoning_content_goes_to_the_reasoning_column(tmp_path, monkeypatch, smoke_generator):
+    """An OpenAI-compatible server with a reasoning parser returns `reasoning_content` apart from the answer. No
+    reasoning model runs on this machine, so a small stdlib HTTP server answers in that shape."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from synthflow.generators.openai_backend import OpenAIGenerator
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            answer = {
+                "choices": [
+                    {
+                        "message": {"content": f"42 ({body['seed']})", "reasoning_content": "six times seven"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 9},
+            }
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "unused")
+        judge = OpenAIGenerator("reasoner", max_concurrency=2, timeout_s=10, hung_after_s=0)
+        spec = parse_spec(spec_text(LLM_COLUMNS), str(tmp_path / "s.yaml"))
+        out = _round(spec, Store(str(tmp_path / "store")), smoke_generator, judge)
+    finally:
+        server.shutdown()
+    v = out.verified
+    assert v["accepted"].all()
+    assert v["answer__reasoning"].eq("six times seven").all() and v["answer"].str.startswith("42 (").all()
+    assert v["answer"].nunique() == 4  # n: 2 is two seeded requests per row, each with its own sampling seed
+    assert out.coverage["columns"]["answer"]["reasoning_tokens"] > 0

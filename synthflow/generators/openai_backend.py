@@ -437,9 +437,16 @@ class _Run:
             data = json.loads(raw.content)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
+            message = choice["message"]
+            text = message.get("content") or ""
+            # A reasoning parser on the server (vLLM --reasoning-parser) returns the reasoning apart; keep it the way
+            # reasoning models write it inline, so the cache stores one text and llm columns split it off again.
+            reasoning = message.get("reasoning_content") or message.get("reasoning")
+            if reasoning:
+                text = f"<think>{reasoning}</think>{text}"
             return GenerationResult(
                 key=key,
-                text=choice["message"].get("content") or "",
+                text=text,
                 model=self.gen.model_id,
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from synthflow.generators.base import GenerationRequest, GenerationResult
 from synthflow.spec import PipelineSpec
-from synthflow.text import text_hash
+from synthflow.text import split_reasoning, text_hash
 
 
 def candidates_frame(
@@ -62,7 +62,7 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
             errors.append(f"generation failed: {err}")
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(split_reasoning(raw)[1])  # a reasoning model's <think> block is not the answer
         except (json.JSONDecodeError, TypeError) as e:
             parsed.append(None)
             cut = " (generation stopped at max_tokens)" if finish == "length" else ""
