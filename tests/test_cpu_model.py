@@ -69,3 +69,12 @@ def test_real_model_writes_guided_json_questions(smollm: TransformersGenerator) 
     first = {r.sample_index: res.text for r, res in out}
     again = {r.sample_index: res.text for r, res in smollm.generate(reqs[:2])}
     assert again == {0: first[0], 1: first[1]}
+
+
+def test_missing_package_or_file_is_a_one_sentence_model_unavailable(monkeypatch) -> None:
+    fake = PackagedModel("no-such-model", "synthflow-no-such-dist", "x.gguf", "none/none", "none")
+    monkeypatch.setitem(PACKAGED_MODELS, fake.name, fake)
+    with pytest.raises(ModelUnavailable, match=r"synthflow-no-such-dist.*not installed"):
+        TransformersGenerator("no-such-model")
+    with pytest.raises(ModelUnavailable, match="no such GGUF file"):
+        TransformersGenerator("/nonexistent/model.gguf")
