@@ -128,5 +128,8 @@ columns: Registry = Registry(
         "synthflow.stages.columns.samplers",
         "synthflow.stages.columns.expression",
         "synthflow.stages.columns.llm",
+        "synthflow.stages.columns.conversation",
+        "synthflow.stages.columns.preference",
+        "synthflow.stages.columns.evolve",
     ),
 )

@@ -430,3 +430,80 @@ def test_a_servers_reasoning_content_goes_to_the_reasoning_column(tmp_path, monk
     assert v["answer__reasoning"].eq("six times seven").all() and v["answer"].str.startswith("42 (").all()
     assert v["answer"].nunique() == 4  # n: 2 is two seeded requests per row, each with its own sampling seed
     assert out.coverage["columns"]["answer"]["reasoning_tokens"] > 0
+
+
+# -- conversation, preference, evolve --------------------------------------------------------------------------
+
+MULTI_CALL = (
+    "    - {name: topic, type: category, values: [billing, shipping]}\n"
+    "    - name: question\n"
+    "      type: llm\n"
+    "      prompt: 'Ask about {{ topic }}.'\n"
+    "      output_schema: {type: object, properties: {text: {type: string}}, required: [text]}\n"
+    "    - {name: harder, type: evolve, source: question.text, operators: [deepen, concretize], steps: 2}\n"
+    "    - name: dialogue\n"
+    "      type: conversation\n"
+    "      user: 'You are a customer asking: {{ harder }}'\n"
+    "      assistant_system: You are a support agent.\n"
+    "      assistant_generator: judge\n"
+    "      turns: [1, 3]\n"
+    "    - name: pair\n"
+    "      type: preference\n"
+    "      prompt: '{{ harder }}'\n"
+    "      generator: [generator, judge]\n"
+    "      k: 3\n"
+    "      judge: judge\n"
+    "      min_margin: 0\n"
+)
+
+
+def test_conversation_preference_and_evolve_columns(tmp_path, smoke_generator):
+    spec = parse_spec(spec_text(MULTI_CALL), str(tmp_path / "s.yaml"))
+    assert spec.generate.generators_used == ["generator", "judge"]
+    store = Store(str(tmp_path / "store"))
+    out = _round(spec, store, smoke_generator, smoke_generator)
+    v = out.verified
+    ok = v[v["accepted"]]
+    assert len(ok) == 4, v[["reject_reason"]]
+    # evolve: the rewrite beside its original, with the operators applied
+    assert (ok["harder"] != ok["question.text"]).all()
+    assert ok["harder__operators"].map(lambda s: len(s.split(",")) == 2 and set(s.split(",")) <= {"deepen", "concretize"}).all()
+    # conversation: [{role, content}] alternating user/assistant, 1-3 exchanges
+    for d in ok["dialogue"]:
+        roles = [m["role"] for m in d]
+        assert roles[0] == "user" and roles[1::2] == ["assistant"] * (len(roles) // 2) and 2 <= len(roles) <= 6
+    # preference: chosen scored at least as high as rejected, margin = difference
+    assert (ok["pair.chosen_score"] >= ok["pair.rejected_score"]).all()
+    assert (ok["pair.margin"] == ok["pair.chosen_score"] - ok["pair.rejected_score"]).all()
+    assert (ok["pair.prompt"] == ok["harder"]).all()
+    cols = out.coverage["columns"]
+    assert cols["pair"]["requests"] == 3 * 2 * cols["pair"]["rows"]  # k responses and k judgements per row
+    assert cols["harder"]["requests"] == 2 * cols["harder"]["rows"]  # two steps
+    assert cols["dialogue"]["requests"] >= 2 * cols["dialogue"]["rows"]
+    # Stored and read back: the dialogue is a list of {role, content} in Parquet.
+    rec = store.write(spec.name, "training_set", out.training_set.infer_objects(), partition="p")
+    back = store.read(spec.name, "training_set", "p", version=rec.version)
+    d = back[back["_source"] == "synthetic"]["dialogue"].iloc[0]
+    assert [set(m) for m in d] == [{"role", "content"}] * len(d)
+    # Resumed: nothing sent again.
+    again = _round(spec, store, smoke_generator, smoke_generator)
+    assert again.stats.sent == 0
+
+
+def test_a_tie_is_rejected_by_min_margin(tmp_path):
+    class SameScore(ThinkingDouble):
+        def generate(self, requests, progress=None):
+            for r in requests:
+                text = '{"score": 5}' if r.json_schema else "an answer"
+                yield r, GenerationResult(r.key(self.model_id), text, self.model_id)
+
+    spec = parse_spec(
+        spec_text(
+            "    - {name: q, type: category, values: [a, b]}\n"
+            "    - {name: pair, type: preference, prompt: 'Answer {{ q }}', min_margin: 1}\n"
+        ),
+        str(tmp_path / "s.yaml"),
+    )
+    out = _round(spec, Store(str(tmp_path / "store")), SameScore(), SameScore())
+    assert not out.verified["accepted"].any()
+    assert out.verified["reject_reason"].str.contains("a tie: margin 0 is below min_margin 1").all()

@@ -28,12 +28,23 @@ from synthflow.text import split_reasoning
 REASONING_SUFFIX = "__reasoning"
 
 
-class LLMParams(ColumnParams):
+class WithSampling(ColumnParams):
+    """Column types that call generators: `sampling:` takes keys of generate.sampling, over its values."""
+
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        SamplingSpec(**v)  # unknown keys and bad values fail here, with the key named
+        return v
+
+
+class LLMParams(WithSampling):
     prompt: TemplateStr
     system: TemplateStr | None = None
     output_schema: dict[str, Any] | None = None  # structured: a JSON object schema; text when left out
     generator: str | None = None  # a generator of the profile; generate.generator when left out
-    sampling: dict[str, Any] = Field(default_factory=dict)  # keys of generate.sampling, over its values
     n: int = Field(default=1, ge=1, le=64)
     reasoning: bool = False
 
@@ -50,12 +61,6 @@ class LLMParams(ColumnParams):
             raise ValueError(f"not a valid JSON schema: {e.message}") from None
         if v.get("type") != "object" or not v.get("properties"):
             raise ValueError("output_schema must be an object schema with properties")
-        return v
-
-    @field_validator("sampling")
-    @classmethod
-    def _sampling_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        SamplingSpec(**v)  # unknown keys and bad values fail here, with the key named
         return v
 
     @model_validator(mode="after")
@@ -89,7 +94,12 @@ class LLMParams(ColumnParams):
 
 
 def sampling_for(params: LLMParams, ctx: ColumnContext) -> SamplingParams:
-    s = SamplingSpec(**{**ctx.default_sampling.model_dump(), **params.sampling})
+    return sampling_for_dict(params.sampling, ctx)
+
+
+def sampling_for_dict(overrides: dict[str, Any], ctx: ColumnContext) -> SamplingParams:
+    """A column's `sampling:` keys over generate.sampling."""
+    s = SamplingSpec(**{**ctx.default_sampling.model_dump(), **overrides})
     return SamplingParams(
         temperature=s.temperature,
         top_p=s.top_p,
@@ -192,3 +202,54 @@ def _put_fields(params: LLMParams, answer: str, row: Row, finish: str | None) ->
         row.values[f"{params.name}.{field}"] = _column_value(obj.get(field), schema)
         row.originals[f"{params.name}.{field}"] = obj.get(field)
     return None
+
+
+def ask(
+    ctx: ColumnContext,
+    generator: str | None,
+    requests: list[GenerationRequest],
+) -> list[Any]:
+    """Results of `requests` from a profile generator, through the request cache, counted in the column's stats.
+    What the multi-call column types (conversation, preference, evolve) send with."""
+    gen = ctx.generator_for(generator or ctx.default_generator)
+    if gen.model_id not in ctx.stats.models:
+        ctx.stats.models.append(gen.model_id)
+    if not requests:
+        return []
+    results, st = run_generation(requests, gen, ctx.cache)
+    ctx.generation.merge(st)
+    ctx.stats.requests += st.requested
+    ctx.stats.from_cache += st.from_cache
+    for res in results:
+        ctx.stats.prompt_tokens += res.prompt_tokens
+        ctx.stats.completion_tokens += res.completion_tokens
+        reasoning, _ = split_reasoning(res.text)
+        if reasoning is not None and res.completion_tokens:
+            ctx.stats.reasoning_tokens += round(
+                res.completion_tokens * len(reasoning) / max(len(res.text), 1)
+            )
+    return results
+
+
+def request(
+    messages: tuple[tuple[str, str], ...],
+    sampling: SamplingParams,
+    seed: int,
+    *,
+    sample_index: int = 0,
+    schema: dict[str, Any] | None = None,
+    column: str,
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=messages,
+        sampling=sampling,
+        seed=seed,
+        sample_index=sample_index,
+        json_schema=schema,
+        meta={"column": column, "prompt_hash": prompt_hash(messages)},
+    )
+
+
+def answer_text(text: str) -> str:
+    """A completion without its reasoning block."""
+    return split_reasoning(text)[1].strip()
