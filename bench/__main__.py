@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("cpu_model", "generation", "resume", "diversity", "collapse")
+SUITES = ("cpu_model", "generation", "resume", "diversity", "collapse", "scale")
 
 
 def main(argv: list[str]) -> int:

@@ -296,6 +296,25 @@ def ui(port: int, host: str, profile: str | None) -> None:
     )
 
 
+@main.command("migrate-store")
+@click.argument("root")
+@click.option("--verbose", "-v", is_flag=True, help="Print each version as it moves.")
+def migrate_store(root: str, verbose: bool) -> None:
+    """Move a store of the earlier layout (data/<hash>.parquet) into Delta tables, keeping every version.
+
+    ROOT is the store's URL (a folder, file://, s3://, ...). Version strings stay the same, so Dagster data
+    versions do not change; the old Parquet files are left in place. Running it again moves nothing.
+    """
+    from synthflow.store import Store, StoreError
+    from synthflow.store import migrate_store as migrate
+
+    try:
+        report = migrate(Store(root), log=click.echo if verbose else None)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"moved {report.versions} versions of {report.tables} tables into Delta tables under {root}")
+
+
 @main.command("smoke-model")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 def smoke_model(out_dir: str) -> None:

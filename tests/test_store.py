@@ -1,4 +1,5 @@
-"""The versioned Parquet store: content-hash versions, atomic writes, old versions readable, any fsspec URL."""
+"""The versioned store (Delta tables): content-hash versions, atomic writes, old versions readable, local paths and
+file:// URLs (memory:// holds no tables: delta-rs has no shared in-memory store)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ from synthflow.stages.cache import ResultCache
 from synthflow.store import Store, StoreError, VersionNotFound, content_hash
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["file-url", "local"])
 def store(request, tmp_path) -> Store:
-    if request.param == "memory":
-        return Store(f"memory://synthflow-test-{uuid.uuid4().hex}")
+    if request.param == "file-url":
+        return Store(f"file://{tmp_path}/store-{uuid.uuid4().hex}")
     return Store(str(tmp_path / "store"))
+
+
+def test_memory_store_refuses_tables_in_one_line():
+    store = Store(f"memory://synthflow-test-{uuid.uuid4().hex}")
+    with pytest.raises(StoreError, match=r"^cannot write tables to memory://.*not memory://$"):
+        store.write("p", "t", pd.DataFrame({"x": [1]}))
 
 
 def test_versions_are_content_hashes_and_stay_readable(store):
@@ -104,7 +111,7 @@ def test_full_disk_names_the_path_and_leaves_no_temp_files(tmp_path):
         with pytest.raises(StoreError) as info:
             store.write("p", "t", _noise(20_000))  # ~5 MB into 256 kB
         msg = str(info.value)
-        assert "No space left on device" in msg and f"{disk}/store/p/t/_/data/" in msg and "\n" not in msg
+        assert "No space left on device" in msg and f"{disk}/store/p/t/_table" in msg and "\n" not in msg
         assert _leftovers(disk) == []
         assert len(store.versions("p", "t")) == 1  # the earlier version is untouched and still the latest
         # The request cache's fsynced log fails the same way, naming its file.
@@ -135,5 +142,5 @@ def test_file_size_limit_names_the_path_and_leaves_no_temp_files(tmp_path):
     done = subprocess.run([sys.executable, "-c", _FSIZE_SCRIPT, str(root)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 3, done.stderr
-    assert done.stdout.startswith(f"cannot write {root}/p/t/_/data/") and "File too large" in done.stdout
+    assert done.stdout.startswith(f"cannot write {root}/p/t/_table") and "File too large" in done.stdout
     assert _leftovers(root) == []

@@ -41,6 +41,8 @@ PROVENANCE_COLUMNS = [
     "_scores",
 ]
 _STRATA = ["_source", "_round"]
+# DataFrame.attrs key: the training set is the previous one (its first n rows) followed by new rows only.
+APPENDED_TO = "synthflow.appended_to_previous"
 
 
 class AccumulationError(ValueError):
@@ -200,7 +202,9 @@ def _accumulate(i: PolicyInputs) -> pd.DataFrame:
         # checked here, against each other and the real rows. Earlier synthetic ids cannot recur: a row's id is
         # its request's key, which includes the round.
         _unique(pd.concat([i.real["_id"], i.new_synthetic["_id"]], ignore_index=True))
-        return pd.concat([i.previous, i.new_synthetic], ignore_index=True)
+        out = pd.concat([i.previous, i.new_synthetic], ignore_index=True)
+        out.attrs[APPENDED_TO] = len(i.previous)
+        return out
     synth = _enforce_real_fraction(i.spec, i.real, i.old_synthetic, i.new_synthetic, i.groups, i.rng)
     return _unique(pd.concat([i.real, synth], ignore_index=True))
 
@@ -226,6 +230,15 @@ def _replace(i: PolicyInputs) -> pd.DataFrame:
 def _accumulate_subsample(i: PolicyInputs) -> pd.DataFrame:
     real_now, synth = _subsample(i.spec, i.real, i.old_synthetic, i.new_synthetic, i.pool, i.groups, i.rng)
     return pd.concat([real_now, synth], ignore_index=True)
+
+
+def appended_rows(previous: pd.DataFrame | None, training_set: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows `training_set` adds to `previous` when a policy built it as `previous` followed by new rows (the
+    accumulate policy's common case), else None. What lets the store append them instead of rewriting the set."""
+    n = training_set.attrs.get(APPENDED_TO)
+    if previous is None or n is None or n != len(previous) or len(training_set) < n:
+        return None
+    return training_set.iloc[n:].reset_index(drop=True)
 
 
 def _unique(out: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:

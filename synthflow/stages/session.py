@@ -22,7 +22,7 @@ from synthflow.generators.base import Generator
 from synthflow.registry import policies
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
-from synthflow.stages.accumulate import real_rows, schema_problems
+from synthflow.stages.accumulate import appended_rows, real_rows, schema_problems
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.generate import CachingGenerator, GenerationStats
 from synthflow.stages.round import RoundInputs, RoundOutput, run_round
@@ -111,6 +111,8 @@ class RoundReads:
     real: pd.DataFrame
     previous: pd.DataFrame | None
     pool: pd.DataFrame | None
+    # The version record `previous` was read from: the base a training set that only adds rows is appended to.
+    previous_record: VersionRecord | None = None
 
 
 @dataclass
@@ -183,7 +185,7 @@ class RoundSession:
         """Read round r's inputs, refusing any that failed a blocking check (fail at once, never fall back)."""
         r, name = self.round_index, self.store_name
         seed = self.load_seed()
-        previous = None
+        previous = previous_record = None
         if r > 1:
             prev = self.partitions[-2]
             if self.store.latest(name, "training_set", prev) is None:
@@ -193,13 +195,14 @@ class RoundSession:
                     "(a backfill over a range does this)."
                 )
             try:
-                previous = read_passing(
+                previous_record = passing_record(
                     self.store, name, "training_set", prev, self._what("training set", prev)
                 )
             except RoundInputError as e:
                 raise RoundInputError(f"round {r} ({self.partition}) cannot run: {e}") from None
+            previous = self.store.read_record(previous_record)
         pool = self._pool() if self.spec.accumulate.policy == "accumulate_subsample" else None
-        return RoundReads(seed, self._real(seed), previous, pool)
+        return RoundReads(seed, self._real(seed), previous, pool, previous_record)
 
     def _real(self, seed: pd.DataFrame) -> pd.DataFrame:
         spec, name = self.spec, self.store_name
@@ -298,13 +301,16 @@ class RoundSession:
                 name, SYNTHETIC_POOL_TABLE, out.new_synthetic.reset_index(drop=True), partition=part
             )
         # Written even when a blocking check failed (for audit); the record's failed_checks keeps it out of reads.
-        records["training_set"] = store.write(
-            name,
-            "training_set",
-            out.training_set,
-            partition=part,
-            meta={FAILED_CHECKS: failed} if failed else None,
-        )
+        ts_meta = {FAILED_CHECKS: failed} if failed else None
+        added = appended_rows(reads.previous, out.training_set)
+        if added is not None and reads.previous_record is not None:
+            # Issue 14: a training set that is r-1's plus new rows is stored by appending only those rows to r-1's
+            # Delta version (same data version as a full write of the same table).
+            records["training_set"] = store.append(
+                name, "training_set", added, base=reads.previous_record, partition=part, meta=ts_meta
+            )
+        else:
+            records["training_set"] = store.write(name, "training_set", out.training_set, partition=part, meta=ts_meta)
         return RoundResult(out, reads.previous, coverage, cov_frame, records, checks, generator)
 
 

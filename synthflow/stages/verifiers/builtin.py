@@ -13,9 +13,13 @@ import pandas as pd
 from pydantic import Field
 
 from synthflow.stages.schema import column_failures
+from synthflow.stages.text_index import text_hashes
 from synthflow.stages.verifiers.base import VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.text import normalize_text
+
+# VerifyContext.state key: a TextIndex of the texts accepted in earlier rounds (see exact_dedup).
+ACCEPTED_TEXT_INDEX = "accepted_text_index"
 
 
 class SchemaParams(VerifierParams):
@@ -86,6 +90,10 @@ def exact_dedup_verifier(name: str, params: ExactDedupParams):
 
     def verify(rows: pd.DataFrame, ctx: VerifyContext) -> pd.DataFrame:
         seen: dict[str, str] = {}
+        # Earlier rounds' accepted texts as a persistent hash set (synthflow.stages.text_index), when the round
+        # gives one: then ctx.accepted holds only this round's rows and earlier rows are never loaded.
+        index = ctx.state.get(ACCEPTED_TEXT_INDEX) if "accepted" in params.against else None
+        earlier = index.contains(text_hashes(rows["_text"])) if index is not None and len(rows) else None
         if "reference" in params.against:
             seen.update(
                 {
@@ -101,9 +109,11 @@ def exact_dedup_verifier(name: str, params: ExactDedupParams):
                 }
             )
         reasons = []
-        for cid, text in zip(rows["candidate_id"], rows["_text"], strict=True):
+        for pos, (cid, text) in enumerate(zip(rows["candidate_id"], rows["_text"], strict=True)):
             norm = normalize_text(text)
             hit = seen.get(norm)
+            if hit is None and earlier is not None and earlier[pos]:
+                hit = "a row accepted in an earlier round"
             reasons.append(f"exact duplicate of {hit}" if hit else None)
             if hit is None and "batch" in params.against:
                 seen[norm] = f"candidate {cid}"

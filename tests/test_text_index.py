@@ -1,0 +1,43 @@
+"""The persistent hash set behind exact dedup across rounds (issue 14): chunks per round partition, a rerun replaces
+its round's chunk, and the `exact_dedup` verifier rejects a row accepted in an earlier round without its rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from synthflow.stages.text_index import TextIndex, text_hashes
+from synthflow.stages.verifiers import VerifyContext, run_chain
+from synthflow.stages.verifiers.builtin import ACCEPTED_TEXT_INDEX, ExactDedupParams, exact_dedup_verifier
+from synthflow.store import Store
+
+
+def _candidates(texts: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"candidate_id": [f"c{i}" for i in range(len(texts))], "_text": texts,
+                         "parse_error": pd.Series([None] * len(texts), dtype=object)})  # fmt: skip
+
+
+def test_index_persists_per_round_and_a_rerun_replaces_its_chunk(tmp_path):
+    store = Store(str(tmp_path / "store"))
+    TextIndex(store, "p").write("r1", text_hashes(["What is 2+2?", "Name a prime."]))
+    TextIndex(store, "p").write("r2", text_hashes(["Old round two"]))
+    TextIndex(store, "p").write("r2", text_hashes(["New round two"]))  # round 2 run again
+    index = TextIndex(store, "p").load(["r1", "r2", "r3"])  # r3 was never written
+    assert len(index) == 3 and index.nbytes == 24
+    # Normalized like exact_dedup compares: case and spacing do not matter.
+    got = index.contains(text_hashes(["what is  2+2?", "old round two", "new round two", "unseen"]))
+    assert got.tolist() == [True, False, True, False]
+    assert TextIndex(store, "p").load(["r1"]).contains(text_hashes(["new round two"])).tolist() == [False]
+
+
+def test_exact_dedup_rejects_earlier_rounds_rows_through_the_index(tmp_path):
+    store = Store(str(tmp_path / "store"))
+    TextIndex(store, "p").write("r1", text_hashes(["A question from round one"]))
+    index = TextIndex(store, "p").load(["r1"])
+    reference = pd.DataFrame({"_id": ["s1"], "_text": ["A seed question"]})
+    ctx = VerifyContext(spec=None, reference=reference, accepted=pd.DataFrame(columns=["_id", "_text"]),  # type: ignore[arg-type]
+                        state={ACCEPTED_TEXT_INDEX: index})  # fmt: skip
+    verify = exact_dedup_verifier("exact_dedup", ExactDedupParams())
+    out = run_chain(_candidates(["a question from ROUND one", "A seed question", "fresh", "fresh"]), [verify], ctx)
+    assert out["accepted"].tolist() == [False, False, True, False]
+    assert out["reject_reason"].iloc[0] == "exact duplicate of a row accepted in an earlier round"
+    assert out["reject_reason"].iloc[1] == "exact duplicate of seed/real row s1"
