@@ -15,7 +15,8 @@ def accepted_rows_report(
 ) -> str:
     """`n` synthetic rows of the round's training set, the file that holds it, and the UI command."""
     try:
-        table = store.read(store_name, "training_set", partition)
+        rec = store.record(store_name, "training_set", partition)
+        table = store.read_record(rec)
         path = store.data_file(store_name, "training_set", partition)
     except VersionNotFound:
         return f"no training set stored for round {partition} in {store.root}"
@@ -34,7 +35,10 @@ def accepted_rows_report(
                         str(row[col]), _WIDTH, initial_indent=prefix, subsequent_indent=" " * len(prefix)
                     )
                 )
-    lines.append(f"full table ({len(table)} rows, Parquet): {path}")
+    if rec.delta_version is not None:
+        lines.append(f"full table ({len(table)} rows, Delta Lake table, version {rec.delta_version}): {path}")
+    else:
+        lines.append(f"full table ({len(table)} rows, Parquet): {path}")
     lines.append(
         "open it in the Dagster UI: .venv/bin/synthflow ui, then http://127.0.0.1:3000 -> Assets -> "
         f"{spec.name}/training_set (Partitions, then a round's Preview and metadata)"

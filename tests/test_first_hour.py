@@ -81,7 +81,7 @@ def test_make_demo_accepts_real_rows_from_the_real_model(demo: subprocess.Comple
     for _, _, _synthetic, _candidates, accepted in rounds:
         assert int(accepted) >= ROWS_PER_ROUND // 2, out
     assert re.search(r"^  1\. question: \S", out, re.M) and re.search(r"^  3\. question: \S", out, re.M), out
-    assert "full table (" in out and ".parquet" in out and "synthflow ui" in out, out
+    assert "full table (" in out and "Delta Lake table" in out and "synthflow ui" in out, out
 
 
 def test_validate_versions_and_export_from_the_clone(clone: Path, demo) -> None:
