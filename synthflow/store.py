@@ -256,8 +256,7 @@ class Store:
         elif arrow.num_columns == 0:
             info = {"delta_version": None, "files": [], "hash": state.to_json(), "pandas": None}
         else:
-            uri = self.table_uri(pipeline, asset)
-            delta_version, files = self._commit(uri, arrow, "overwrite", partition, version)
+            delta_version, files = self._commit(pipeline, asset, arrow, "overwrite", partition, version)
             info = {"delta_version": delta_version, "files": files, "hash": state.to_json(),
                     "pandas": _pandas_meta(arrow)}  # fmt: skip
         return self._record(pipeline, asset, partition, version, len(table), meta, info)
@@ -306,7 +305,8 @@ class Store:
             return self._record(pipeline, asset, partition, base.version, base.rows, meta, dict(info))
         state = state.extend(extra)
         version = state.digest()
-        delta_version, files = self._commit(uri, arrow, "append", partition, version, base=base.delta_version)
+        delta_version, files = self._commit(pipeline, asset, arrow, "append", partition, version,
+                                            base=base.delta_version)  # fmt: skip
         new = {"delta_version": delta_version, "files": [*info["files"], *files], "hash": state.to_json(),
                "pandas": info.get("pandas")}  # fmt: skip
         return self._record(pipeline, asset, partition, version, base.rows + len(rows), meta, new)
@@ -319,9 +319,20 @@ class Store:
         return self.write(pipeline, asset, pd.concat([previous, rows], ignore_index=True), partition, meta)
 
     def _commit(
-        self, uri: str, arrow: pa.Table, mode: str, partition: str | None, version: str, base: int | None = None
+        self, pipeline: str, asset: str, arrow: pa.Table, mode: str, partition: str | None, version: str,
+        base: int | None = None,
+    ) -> tuple[int, list[str]]:  # fmt: skip
+        """One Delta commit; returns its version and the files it added, in row order.
+
+        Commits to one asset's table are serialized by a store lock (runs of different partitions may write the
+        same asset at once), so what the commit added is exactly the snapshot's files less those before it.
+        """
+        with self.lock(pipeline, f"_table-{asset}", owner="a table commit", wait_s=300.0, lease_s=60.0):
+            return self._commit_locked(self.table_uri(pipeline, asset), arrow, mode, partition, version, base)
+
+    def _commit_locked(
+        self, uri: str, arrow: pa.Table, mode: str, partition: str | None, version: str, base: int | None
     ) -> tuple[int, list[str]]:
-        """One Delta commit; returns its version and the files it added, in row order."""
         import deltalake
         from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
@@ -329,27 +340,35 @@ class Store:
         props = CommitProperties(custom_metadata={
             "synthflow.partition": partition or UNPARTITIONED, "synthflow.version": version, "synthflow.token": token,
         })  # fmt: skip
-        try:
-            if DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+        for attempt in range(5):
+            try:
+                if DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+                    dt = DeltaTable(uri, storage_options=self.storage_options)
+                    before = _files(dt) if mode == "append" else set()
+                    if base is not None and dt.version() != base:
+                        dt.restore(base)  # the table moved on since base: its snapshot back first, no data copied
+                        before = _files(DeltaTable(uri, storage_options=self.storage_options))
+                else:
+                    if self.local:
+                        os.makedirs(self._path_of(uri), exist_ok=True)
+                    dt, before = None, set()
+                # One file per write (files are named part-NNNNN-..., so a split write still sorts in row order).
+                write_deltalake(dt if dt is not None else uri, arrow, mode=mode,  # type: ignore[arg-type]
+                                schema_mode="overwrite" if mode == "overwrite" else None,
+                                storage_options=self.storage_options, commit_properties=props,
+                                target_file_size=1 << 40, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip
                 dt = DeltaTable(uri, storage_options=self.storage_options)
-                before = _files(dt) if mode == "append" else set()
-                if base is not None and dt.version() != base:
-                    dt.restore(base)  # the table moved on since base: its snapshot back first, no data copied
-                    before = _files(DeltaTable(uri, storage_options=self.storage_options))
-            else:
-                if self.local:
-                    os.makedirs(self._path_of(uri), exist_ok=True)
-                dt, before = None, set()
-            # One file per write (files are named part-NNNNN-..., so a split write still sorts in row order).
-            write_deltalake(dt if dt is not None else uri, arrow, mode=mode,  # type: ignore[arg-type]
-                            schema_mode="overwrite" if mode == "overwrite" else None,
-                            storage_options=self.storage_options, commit_properties=props,
-                            target_file_size=1 << 40, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip
-            dt = DeltaTable(uri, storage_options=self.storage_options)
-            committed = next(h["version"] for h in dt.history(20) if h.get("synthflow.token") == token)
-            at = DeltaTable(uri, version=committed, storage_options=self.storage_options)
-        except (deltalake.exceptions.DeltaError, OSError) as exc:
-            raise StoreError(f"cannot write {self._path_of(uri)}: {_reason(exc)}") from exc
+                committed = next(h["version"] for h in dt.history(20) if h.get("synthflow.token") == token)
+                at = DeltaTable(uri, version=committed, storage_options=self.storage_options)
+                break
+            except deltalake.exceptions.CommitFailedError as exc:
+                # A writer outside synthflow committed first: a snapshot, or an append onto a restored base, is as
+                # right on the newer table, so do it again on that.
+                if attempt == 4:
+                    raise StoreError(f"cannot write {self._path_of(uri)}: {_reason(exc)}") from exc
+                time.sleep(0.05 * (attempt + 1))
+            except (deltalake.exceptions.DeltaError, OSError) as exc:
+                raise StoreError(f"cannot write {self._path_of(uri)}: {_reason(exc)}") from exc
         return committed, sorted(_files(at) - before)
 
     def _path_of(self, uri: str) -> str:
@@ -550,9 +569,8 @@ def migrate_store(store: Store, log: Any = None) -> MigrationReport:
                     if arrow.num_columns == 0:
                         info = {"delta_version": None, "files": []}
                     else:
-                        uri = store.table_uri(pipeline, asset)
-                        dv, files = store._commit(uri, _to_arrow(_canonical(arrow)), "overwrite", rec.partition,
-                                                  rec.version)  # fmt: skip
+                        dv, files = store._commit(pipeline, asset, _to_arrow(_canonical(arrow)), "overwrite",
+                                                  rec.partition, rec.version)  # fmt: skip
                         info = {"delta_version": dv, "files": files}
                     done[rec.version] = {**info, "hash": state.to_json(), "pandas": _pandas_meta(arrow)}
                 new = {**raw, "table": done[rec.version]}

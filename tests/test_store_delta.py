@@ -189,3 +189,31 @@ def test_polars_reads_a_rounds_training_set_by_delta_version(tmp_path):
     uri = store.table_uri("p", "training_set")
     assert pl.read_delta(uri, version=r1.delta_version).height == 5
     assert pl.read_delta(uri, version=r2.delta_version).height == 8
+
+
+_WRITER = """
+import sys
+import pandas as pd
+from synthflow.store import Store
+store, who = Store(sys.argv[1]), sys.argv[2]
+for i in range(6):
+    part = f"{who}{i}"
+    store.write("p", "real", pd.DataFrame({"_id": [f"{part}-{j}" for j in range(50)], "who": who}), partition=part)
+"""
+
+
+def test_two_processes_writing_partitions_of_one_asset_at_once_keep_every_version_right(tmp_path):
+    root = str(tmp_path / "store")
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, root, who], stderr=subprocess.PIPE, text=True)
+             for who in ("a", "b")]  # fmt: skip
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    store = Store(root)
+    uri = store.table_uri("p", "real")
+    for who in ("a", "b"):
+        for i in range(6):
+            rec = store.latest("p", "real", f"{who}{i}")
+            ids = [f"{who}{i}-{j}" for j in range(50)]
+            assert store.read_record(rec)["_id"].tolist() == ids
+            assert sorted(DeltaTable(uri, version=rec.delta_version).to_pyarrow_table().column("_id").to_pylist()) \
+                == sorted(ids)  # fmt: skip
