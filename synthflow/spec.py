@@ -202,7 +202,7 @@ class GenerateSpec(Strict):
     rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
     candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
     batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
-    store_every: int = Field(default=8, ge=1)  # results per cache chunk: a killed round loses at most this many
+    store_every: int = Field(default=8, ge=1)  # results per compacted cache chunk; each result is logged as it arrives (docs/generation.md)
     sampling: SamplingSpec = SamplingSpec()
 
 
@@ -347,10 +347,26 @@ class AccumulateSpec(Strict):
 
 
 class ExportSpec(Strict):
-    format: Literal["hf", "parquet"] = "hf"
+    # hf / parquet: every column, as a dataset or Parquet. messages / dpo / alpaca: the columns TRL's SFT and DPO
+    # trainers read (docs/columns.md), stored as a dataset (Parquet when the URL ends in .parquet); raw: every column.
+    format: Literal["hf", "parquet", "messages", "dpo", "alpaca", "raw"] = "hf"
     url: str | None = None  # fsspec URL for save_to_disk / Parquet
     hub_repo: str | None = None  # push_to_hub target; token from the HF_TOKEN environment variable
     private: bool = True
+    # Which columns the training layouts read; inferred from generate.columns when left out.
+    prompt: str | None = None  # the user turn (messages) / instruction (alpaca) / prompt (dpo)
+    response: str | None = None  # the assistant turn / output
+    messages: str | None = None  # a conversation column: the whole dialogue
+    preference: str | None = None  # a preference column: prompt, chosen, rejected
+    system: str | None = None  # a system message put first in every `messages` row
+
+    @property
+    def layout(self) -> str:
+        return "raw" if self.format in ("hf", "parquet") else self.format
+
+    @property
+    def storage(self) -> Literal["hf", "parquet"]:
+        return "parquet" if self.format == "parquet" or (self.url or "").endswith(".parquet") else "hf"
 
 
 class PipelineSpec(Strict):

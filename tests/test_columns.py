@@ -368,9 +368,11 @@ def test_example_runs_two_rounds_through_dagster_and_exports(project, smoke_mode
 
     import datasets
 
-    ds = datasets.load_from_disk(exported.location)
-    assert exported.round == 2 and len(ds) == len(last)
-    assert {"question.text", "answer", "answer__reasoning", "label", "audience"} <= set(ds.column_names)
+    ds = datasets.load_from_disk(exported.location)  # export.format: messages, TRL's SFT layout
+    assert exported.round == 2 and len(ds) == len(synth) and ds.column_names == ["messages"]
+    first = ds[0]["messages"]
+    assert [m["role"] for m in first] == ["system", "user", "assistant"]
+    assert first[1]["content"] in set(synth["question.text"]) and first[2]["content"] in set(synth["answer"])
 
 
 @pytest.mark.slow
@@ -382,7 +384,14 @@ def test_example_on_the_default_cpu_model_accepts_real_rows(project, tmp_path):
     assert len(synth) >= 2, "real model rows accepted"
     assert synth["question.text"].str.len().gt(10).all() and synth["answer"].str.len().gt(0).all()
     assert synth["_model"].str.contains("SmolLM2", case=False).all()
-    print(synth[["topic", "level", "audience", "question.text", "answer"]].to_string())
+    for s in summaries:  # the figures of the run, for the record (pytest -s)
+        cov = store.read(spec.name, "coverage", s.partition).iloc[0]
+        print(
+            f"round {s.round}: {s.candidates} candidates, {s.accepted} accepted, rejected_by {s.rejected_by}"
+        )
+        print("  columns:", cov["columns"])
+        print("  sampler_shares:", cov["sampler_shares"])
+    print(synth[["topic", "level", "audience", "question.text", "answer"]].to_string(max_colwidth=120))
 
 
 def test_a_servers_reasoning_content_goes_to_the_reasoning_column(tmp_path, monkeypatch, smoke_generator):
@@ -399,7 +408,10 @@ def test_a_servers_reasoning_content_goes_to_the_reasoning_column(tmp_path, monk
             answer = {
                 "choices": [
                     {
-                        "message": {"content": f"42 ({body['seed']})", "reasoning_content": "six times seven"},
+                        "message": {
+                            "content": f"42 ({body['seed']})",
+                            "reasoning_content": "six times seven",
+                        },
                         "finish_reason": "stop",
                     }
                 ],
@@ -467,11 +479,17 @@ def test_conversation_preference_and_evolve_columns(tmp_path, smoke_generator):
     assert len(ok) == 4, v[["reject_reason"]]
     # evolve: the rewrite beside its original, with the operators applied
     assert (ok["harder"] != ok["question.text"]).all()
-    assert ok["harder__operators"].map(lambda s: len(s.split(",")) == 2 and set(s.split(",")) <= {"deepen", "concretize"}).all()
+    assert (
+        ok["harder__operators"]
+        .map(lambda s: len(s.split(",")) == 2 and set(s.split(",")) <= {"deepen", "concretize"})
+        .all()
+    )
     # conversation: [{role, content}] alternating user/assistant, 1-3 exchanges
     for d in ok["dialogue"]:
         roles = [m["role"] for m in d]
-        assert roles[0] == "user" and roles[1::2] == ["assistant"] * (len(roles) // 2) and 2 <= len(roles) <= 6
+        assert (
+            roles[0] == "user" and roles[1::2] == ["assistant"] * (len(roles) // 2) and 2 <= len(roles) <= 6
+        )
     # preference: chosen scored at least as high as rejected, margin = difference
     assert (ok["pair.chosen_score"] >= ok["pair.rejected_score"]).all()
     assert (ok["pair.margin"] == ok["pair.chosen_score"] - ok["pair.rejected_score"]).all()
@@ -507,3 +525,61 @@ def test_a_tie_is_rejected_by_min_margin(tmp_path):
     out = _round(spec, Store(str(tmp_path / "store")), SameScore(), SameScore())
     assert not out.verified["accepted"].any()
     assert out.verified["reject_reason"].str.contains("a tie: margin 0 is below min_margin 1").all()
+
+
+# -- training layouts ------------------------------------------------------------------------------------------
+
+
+def test_export_layouts_load_back_with_datasets_in_trls_column_types(tmp_path, smoke_generator):
+    """messages / dpo / alpaca / raw written as datasets and loaded back: the columns and feature types that TRL's
+    SFTTrainer (messages: list of {role, content}) and DPOTrainer (prompt, chosen, rejected: strings) read."""
+    import datasets
+
+    from synthflow.spec import ExportSpec
+    from synthflow.stages.export import ExportTarget, export_table
+    from synthflow.stages.layouts import LayoutError, training_layout
+
+    spec = parse_spec(spec_text(MULTI_CALL), str(tmp_path / "s.yaml"))
+    store = Store(str(tmp_path / "store"))
+    ts = _round(spec, store, smoke_generator, smoke_generator).training_set.infer_objects()
+    rec = store.write(spec.name, "training_set", ts, partition="p")
+    ts = store.read(spec.name, "training_set", "p", version=rec.version)  # as export reads it: from Parquet
+    n_synth = int((ts["_source"] == "synthetic").sum())
+    string = datasets.Value("string")
+
+    def exported(fmt: str, **keys) -> datasets.Dataset:
+        s = spec.model_copy(update={"export": ExportSpec(format=fmt, **keys)})
+        url = str(tmp_path / fmt)
+        export_table(training_layout(ts, s), "card", ExportTarget(format="hf", url=url))
+        return datasets.load_from_disk(url)
+
+    conv = exported("messages")
+    assert conv.column_names == ["messages"] and len(conv) == n_synth  # real seed rows have no dialogue
+    assert conv.features["messages"] == datasets.List({"role": string, "content": string})
+    assert conv[0]["messages"][0]["role"] == "user"
+
+    sft = exported("messages", prompt="harder", response="question.text", system="Be brief.")
+    assert [m["role"] for m in sft[0]["messages"]] == ["system", "user", "assistant"]
+
+    dpo = exported("dpo")
+    assert dpo.column_names == ["prompt", "chosen", "rejected"] and len(dpo) == n_synth
+    assert all(dpo.features[c] == string for c in dpo.column_names)
+
+    alpaca = exported("alpaca", prompt="harder", response="question.text")
+    assert alpaca.column_names == ["instruction", "input", "output"]
+    assert all(alpaca.features[c] == string for c in alpaca.column_names) and alpaca[0]["input"] == ""
+
+    raw = exported("raw")
+    assert {"dialogue", "pair.chosen", "_source", "_round"} <= set(raw.column_names) and len(raw) == len(ts)
+
+    inferred = exported("alpaca")  # the evolved instruction, answered by the last llm column
+    assert inferred["instruction"] == alpaca["instruction"] and inferred["output"] == alpaca["output"]
+
+    one = parse_spec(
+        spec_text("    - {name: q, type: llm, prompt: hi}\n") + "export: {format: alpaca}\n",
+        str(tmp_path / "t.yaml"),
+    )
+    with pytest.raises(LayoutError, match="needs export.prompt and export.response"):
+        training_layout(ts, one)
+    with pytest.raises(LayoutError, match="needs a preference column"):
+        training_layout(ts, one.model_copy(update={"export": ExportSpec(format="dpo")}))

@@ -26,6 +26,7 @@ from synthflow.profiles import load_profile
 from synthflow.spec import ExportSpec, PipelineSpec
 from synthflow.stages.dataset_card import dataset_card
 from synthflow.stages.export import ExportError, ExportTarget, export_table
+from synthflow.stages.layouts import training_layout
 from synthflow.stages.round_plots import coverage_history
 from synthflow.stages.session import RoundInputError, latest_passing_partition, passing_record
 from synthflow.store import Store
@@ -61,10 +62,10 @@ def target_for(export: ExportSpec, to: str | None, base_dir: Path) -> ExportTarg
     """A URL given at run time replaces both the spec's URL and its hub repo (and one ending in .parquet asks
     for Parquet). A relative local export.url is relative to the spec file, like the seed's source."""
     if to:
-        fmt = "parquet" if to.endswith(".parquet") else export.format
+        fmt = "parquet" if to.endswith(".parquet") else export.storage
         return ExportTarget(format=fmt, url=to, hub_repo=None, private=export.private)
     url = _local_to_absolute(export.url, base_dir) if export.url else None
-    return ExportTarget(format=export.format, url=url, hub_repo=export.hub_repo, private=export.private)
+    return ExportTarget(format=export.storage, url=url, hub_repo=export.hub_repo, private=export.private)
 
 
 def build_export_asset(
@@ -91,7 +92,9 @@ def build_export_asset(
     where = export.url or (
         f"hf://datasets/{export.hub_repo}" if export.hub_repo else "the URL given at run time"
     )
-    what = "a Hugging Face dataset" if export.format == "hf" else "Parquet"
+    what = "a Hugging Face dataset" if export.storage == "hf" else "Parquet"
+    if export.layout != "raw":
+        what += f" in TRL's {export.layout} layout"
 
     asset_spec = translated_spec(
         keys,
@@ -105,7 +108,7 @@ def build_export_asset(
                 "(README.md): spec, models, rounds, counts, provenance, metrics and the accumulation policy."
             ),
             code_version=spec.section_hash("export", "accumulate"),
-            kinds={"huggingface" if export.format == "hf" else "parquet"},
+            kinds={"huggingface" if export.storage == "hf" else "parquet"},
             owners=list(spec.owners),
             tags={**spec.tags, "synthflow/pipeline": spec.name},
             automation_condition=condition,
@@ -133,6 +136,7 @@ def build_export_asset(
         history = coverage_history(store, keys.store_name, partitions_up_to(parts, part))
         card = dataset_card(spec, table, history, round_index=r, partition=part, version=rec.version)
         try:
+            table = training_layout(table, spec)
             result = export_table(table, card, target_for(export, config.to, spec.base_dir))
         except ExportError as e:
             raise dg.Failure(description=f"export of {spec.name}: {e}") from e

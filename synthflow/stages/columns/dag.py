@@ -105,6 +105,9 @@ def run_column_batch(
 
 def rows_frame(spec: PipelineSpec, params: Sequence[ColumnParams], rows: Sequence[Row]) -> pd.DataFrame:
     produced = {k: s for p in params for k, s in p.produces().items()}
+    # The n samples of a row share everything up to their fan-out; their own columns join the text that dedup
+    # compares, or every sample after the first would be an exact duplicate of its sibling.
+    fanned = [p.name for p in params if int(getattr(p, "n", 1)) > 1]
     records = []
     for r in rows:
         models = list(dict.fromkeys(v["model"] for v in r.provenance.values()))
@@ -133,7 +136,7 @@ def rows_frame(spec: PipelineSpec, params: Sequence[ColumnParams], rows: Sequenc
             "_output": None if r.error else {**visible, **{k: v for k, v in r.originals.items()}},
             "parse_error": r.error,
         }
-        rec["_text"] = "" if r.error else _text(spec.seed.text_columns, r.values)
+        rec["_text"] = "" if r.error else _text([*spec.seed.text_columns, *fanned], r.values)
         rec["_text_hash"] = text_hash(rec["_text"])
         records.append(rec)
     frame = pd.DataFrame(records)
