@@ -141,3 +141,19 @@ def test_llm_judge_with_the_profiles_judge_runs_through_dagster(project):
     verified = Store(str(project / "store")).read(spec.name, "verified", "2026-01-01")
     assert len(verified) > 0
     assert "llm_judge" in verified.columns or any("llm_judge" in c for c in verified.columns)
+
+
+def test_a_spec_with_diversity_off_needs_no_embedder_in_the_profile(project):
+    small_spec(project)
+    path = project / "assets" / "math_word_problems.yaml"
+    text = path.read_text().replace(
+        "verify:\n  - type: schema\n  - type: exact_dedup\n  - type: dedup\n", "verify:\n  - type: schema\n"
+    )
+    path.write_text(text.replace("diversity:\n", "diversity:\n  enabled: false\n"))
+    prof = project / "resources" / "smoke.yaml"
+    prof.write_text(prof.read_text().split("embedders:")[0])
+    spec = load_spec(path)
+    defs = synthflow.build_pipeline_defs(spec, profile="smoke", project_root=project)
+    dg.Definitions.validate_loadable(defs)
+    round_def = defs.resolve_assets_def(PipelineKeys(spec, ()).key("training_set"))
+    assert not any("_embed_" in k for k in round_def.required_resource_keys)

@@ -133,7 +133,8 @@ def build_pipeline_assets(
     owners = list(spec.owners)
     needs = pipeline_needs(spec)
     gen_keys = {name: rk.generator(name) for name in needs.generators}
-    emb_key = rk.embedder(spec.diversity.embedder)
+    emb_key = rk.embedder(needs.embedders[0]) if needs.embedders else None
+    emb_keys = {emb_key} if emb_key else set()
     parts = round_partitions(spec)
     store_name = keys.store_name
     op_prefix = "__".join([*key_prefix, spec.name])
@@ -275,11 +276,15 @@ def build_pipeline_assets(
                 kinds=("parquet", "numpy"),
             )
         ],
-        required_resource_keys={rk.store, emb_key},
+        required_resource_keys={rk.store, *emb_keys},
     )
     def seed_map(context: dg.AssetExecutionContext):
         store = store_of(context)
-        embedder = seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get, spec)
+        embedder = (
+            seed_map_stage.embedder_or_none(getattr(context.resources, emb_key).get, spec)
+            if emb_key
+            else None
+        )
         try:
             seed_df = RoundSession(spec, store, store_name, []).load_seed()
         except RoundInputError as e:
@@ -316,7 +321,7 @@ def _round_asset(
     parts: dg.TimeWindowPartitionsDefinition,
     group: str,
     gen_keys: Mapping[str, str],
-    emb_key: str,
+    emb_key: str | None,
     fingerprint: str,
     gpus: int,
     asset_spec,
@@ -385,7 +390,7 @@ def _round_asset(
         specs=specs,
         check_specs=ts_checks + cov_checks,
         partitions_def=parts,
-        required_resource_keys={rk.store, emb_key, *gen_keys.values()},
+        required_resource_keys={rk.store, *gen_keys.values(), *([emb_key] if emb_key else [])},
         pool=GPU_POOL,
         op_tags={"synthflow/pipeline": spec.name, **gpu_k8s_tags(gpus)},
     )
@@ -401,14 +406,14 @@ def _round_asset(
         except RoundInputError as e:
             raise dg.Failure(description=str(e)) from None
         main: GeneratorResource = getattr(context.resources, gen_keys[spec.generate.generator])
-        emb_res: EmbedderResource = getattr(context.resources, emb_key)
+        emb_res: EmbedderResource | None = getattr(context.resources, emb_key) if emb_key else None
         result = session.run(
             reads,
             generators={
                 name: (lambda key=key: getattr(context.resources, key).get(context.log))
                 for name, key in gen_keys.items()
             },
-            embedder=emb_res.get,
+            embedder=emb_res.get if emb_res is not None else None,
             progress=reporter(f"round {r} generation", context.log.info),
         )
         out, recs, cov = result.output, result.records, result.coverage

@@ -60,13 +60,15 @@ class PipelineNeeds:
 
 
 def pipeline_needs(spec: PipelineSpec) -> PipelineNeeds:
-    """The `generate` generator, the diversity embedder, and what each verifier's parameters `requires()`."""
+    """The `generate` generator(s), the diversity embedder (when diversity is on), and what each verifier's
+    parameters `requires()`."""
     generators = list(spec.generate.generators_used)
     for v in spec.verify:
         params = validate_params(v)
         needs: Needs = params.requires() if hasattr(params, "requires") else Needs()
         generators += [g for g in needs.generators if g not in generators]
-    return PipelineNeeds(tuple(generators), (spec.diversity.embedder,))
+    # With diversity off no stage embeds (embedder_or_none), so the profile need not have the embedder.
+    return PipelineNeeds(tuple(generators), (spec.diversity.embedder,) if spec.diversity.enabled else ())
 
 
 def failed_checks(rec: VersionRecord | None) -> list[str]:
@@ -310,7 +312,9 @@ class RoundSession:
                 name, "training_set", added, base=reads.previous_record, partition=part, meta=ts_meta
             )
         else:
-            records["training_set"] = store.write(name, "training_set", out.training_set, partition=part, meta=ts_meta)
+            records["training_set"] = store.write(
+                name, "training_set", out.training_set, partition=part, meta=ts_meta
+            )
         return RoundResult(out, reads.previous, coverage, cov_frame, records, checks, generator)
 
 
