@@ -459,6 +459,12 @@ class PipelineSpec(Strict):
                 ]:
                     if "which it is not given" not in msg:
                         problems.append((loc, msg, {"template_line": line}))
+        for text in self.seed.text_columns if params else ():
+            if text not in params:
+                problems.append(
+                    (("seed", "text"), f"generated rows take their text from a column of generate.columns; "
+                     f"{text!r} is none of {sorted(params)}", {})
+                )
         try:
             order(deps)
         except CycleError as e:

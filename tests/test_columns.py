@@ -583,3 +583,46 @@ def test_export_layouts_load_back_with_datasets_in_trls_column_types(tmp_path, s
         training_layout(ts, one)
     with pytest.raises(LayoutError, match="needs a preference column"):
         training_layout(ts, one.model_copy(update={"export": ExportSpec(format="dpo")}))
+
+
+@pytest.mark.parametrize(
+    ("example", "layout"),
+    [
+        ("persona_sft.yaml", ["messages"]),
+        ("dpo_pairs.yaml", ["prompt", "chosen", "rejected"]),
+        ("support_dialogues.yaml", ["messages"]),
+    ],
+)
+def test_examples_run_a_round_through_dagster_on_the_smoke_profile_and_export(
+    project, smoke_model_dir, tmp_path, example, layout
+):
+    import datasets
+
+    from synthflow.dagster.export import run_export
+    from synthflow.dagster.runner import run_rounds
+
+    path = project / "assets" / example
+    text = path.read_text()
+    for key in ("rows_per_round", "candidate_budget", "batch_size"):  # small: plumbing on the smoke model
+        text = "\n".join(
+            f"  {key}: {3 if key == 'rows_per_round' else 6}" if line.startswith(f"  {key}:") else line
+            for line in text.splitlines()
+        )
+    path.write_text(text + "\n")
+    spec = load_spec(path)
+    with dg.instance_for_test() as instance:
+        [summary] = run_rounds(
+            spec, 1, profile="smoke", project_root=project, instance=instance, echo=lambda m: None
+        )
+        assert summary.accepted > 0, summary
+        out = run_export(
+            spec, to=str(tmp_path / "out"), profile="smoke", project_root=project, instance=instance
+        )
+    ds = datasets.load_from_disk(out.location)
+    assert ds.column_names == layout and len(ds) == summary.synthetic_rows
+    print(example, summary.candidates, "candidates,", summary.accepted, "accepted,", summary.rejected_by)
+
+
+def test_seed_text_must_name_a_generated_column():
+    [(line, field, msg)] = problems(spec_text("    - {name: topic, type: category, values: [a]}\n"))
+    assert (line, field) == (5, "seed.text") and "'question' is none of ['topic']" in msg

@@ -151,7 +151,9 @@ def _text(text_columns: Sequence[str], values: dict[str, Any]) -> str:
     name (`question` -> `question.text`)."""
     parts = []
     for c in text_columns:
-        if c in values:
+        if c in values and isinstance(values[c], list):  # a dialogue
+            parts += [f"{m['role']}: {m['content']}" for m in values[c]]
+        elif c in values:
             parts.append("" if values[c] is None else str(values[c]))
         else:
             parts += [str(v) for k, v in values.items() if k.startswith(c + ".") and v is not None]
