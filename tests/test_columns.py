@@ -275,6 +275,21 @@ def test_llm_columns_fan_out_capture_reasoning_and_resume_from_the_cache(tmp_pat
     assert cols["topic"] == {"type": "category", "rows": 2, "failures": 0}
     shares = out.coverage["sampler_shares"]["topic"]
     assert shares["rows"] == 4 and {s["weight"] for s in shares["values"].values()} == {0.5}
+    from synthflow.stages.session import coverage_checks
+
+    assert coverage_checks(spec, out.coverage) == []  # no column asks for the gate
+    gated = parse_spec(
+        spec_text(
+            LLM_COLUMNS.replace(
+                "values: [arithmetic, geometry]}",
+                "values: [arithmetic, geometry], max_share_deviation: 0.01}",
+            )
+        ),
+        str(tmp_path / "g.yaml"),
+    )
+    [check] = coverage_checks(gated, out.coverage)
+    assert check.name == "sampler_shares" and not check.blocking
+    assert check.passed == (shares["max_abs_deviation"] <= 0.01) and "topic" in check.metadata
     synth = out.training_set[out.training_set["_source"] == "synthetic"]
     assert {"question.text", "answer", "answer__reasoning", "label"} <= set(synth.columns)
 
@@ -354,6 +369,11 @@ def test_example_runs_two_rounds_through_dagster_and_exports(project, smoke_mode
         assert set(cols) == {"topic", "level", "audience", "question", "answer", "label"}
         assert cols["answer"]["rows"] == 2 * cols["question"]["rows"] - 2 * cols["question"]["failures"]
         assert "topic" in json.loads(cov["sampler_shares"])
+    from synthflow import build_pipeline_defs
+
+    defs = build_pipeline_defs(spec, profile="smoke", project_root=project)
+    checks = {c.name for a in defs.assets if isinstance(a, dg.AssetsDefinition) for c in a.check_specs}
+    assert "sampler_shares" in checks  # topic has max_share_deviation: a check on p/coverage
     last = store.read(spec.name, "training_set", summaries[-1].partition)
     synth = last[last["_source"] == "synthetic"]
     assert len(synth) == summaries[1].synthetic_rows > summaries[0].synthetic_rows > 0  # accumulated

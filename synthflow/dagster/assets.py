@@ -25,6 +25,7 @@ from synthflow.dagster.translator import (
 from synthflow.progress import reporter
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
+from synthflow.stages.columns.dag import SHARES_CHECK, share_gates
 from synthflow.stages.round_plots import coverage_history, rounds_plot, verdicts_plot
 from synthflow.stages.schema import column_failures, failures_frame, storable
 from synthflow.stages.seed import SeedLoadError, load_seed, load_table, with_ids_and_text
@@ -384,6 +385,12 @@ def _round_asset(
         for name, field_name, metric, _ in COVERAGE_GATES
         if getattr(spec.diversity, field_name) is not None
     ]
+    if share_gates(spec):
+        cov_checks.append(
+            dg.AssetCheckSpec(
+                SHARES_CHECK, asset=cov_key, description="Accepted shares of category columns against their weights."
+            )
+        )
 
     @dg.multi_asset(
         name=f"{keys.store_name}__round",

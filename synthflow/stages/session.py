@@ -24,6 +24,7 @@ from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import appended_rows, real_rows, schema_problems
 from synthflow.stages.cache import ResultCache
+from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.generate import CachingGenerator, GenerationStats
 from synthflow.stages.round import RoundInputs, RoundOutput, run_round
 from synthflow.stages.verifiers.base import Needs
@@ -386,4 +387,7 @@ def coverage_checks(spec: PipelineSpec, coverage: Mapping[str, Any]) -> list[Che
                 {"value": "not measured (no embedder)" if value is None else value, "threshold": threshold},
             )
         )
+    shares = columns_dag.share_check(spec, dict(coverage))  # category columns with max_share_deviation
+    if shares is not None:
+        out.append(CheckOutcome("coverage", columns_dag.SHARES_CHECK, shares[0], False, shares[1]))
     return out

@@ -181,3 +181,34 @@ def sampler_shares(params: Sequence[ColumnParams], accepted: pd.DataFrame) -> di
             "rows": total,
         }
     return out
+
+
+SHARES_CHECK = "sampler_shares"
+
+
+def share_gates(spec: PipelineSpec) -> dict[str, float]:
+    """Category columns with `max_share_deviation`: the columns the `sampler_shares` coverage check gates."""
+    if not spec.generate.columns:
+        return {}
+    return {
+        p.name: p.max_share_deviation
+        for p in column_params(spec)
+        if getattr(p, "max_share_deviation", None) is not None
+    }
+
+
+def share_check(spec: PipelineSpec, coverage: dict[str, Any]) -> tuple[bool, dict[str, Any]] | None:
+    """(passed, metadata) of the `sampler_shares` check, or None when no column asks for it. A round with no
+    accepted rows has no shares to judge and fails."""
+    gates = share_gates(spec)
+    if not gates:
+        return None
+    shares = coverage.get("sampler_shares") or {}
+    meta: dict[str, Any] = {}
+    passed = True
+    for name, limit in gates.items():
+        dev = (shares.get(name) or {}).get("max_abs_deviation")
+        ok = dev is not None and dev <= limit
+        passed = passed and ok
+        meta[name] = f"max deviation {dev if dev is not None else 'not measured'} (limit {limit})"
+    return passed, meta

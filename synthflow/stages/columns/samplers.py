@@ -29,6 +29,8 @@ def _json_type(values: list[Any]) -> dict[str, Any]:
 class CategoryParams(ColumnParams):
     # A plain list (equal shares) or {value: weight}; weights need not sum to 1.
     values: list[Value] | dict[str, float] = Field(min_length=1)
+    # The round's `sampler_shares` check fails when an accepted share is further than this from its weight.
+    max_share_deviation: float | None = Field(default=None, gt=0, le=1)
 
     @field_validator("values")
     @classmethod
