@@ -646,3 +646,18 @@ def test_examples_run_a_round_through_dagster_on_the_smoke_profile_and_export(
 def test_seed_text_must_name_a_generated_column():
     [(line, field, msg)] = problems(spec_text("    - {name: topic, type: category, values: [a]}\n"))
     assert (line, field) == (5, "seed.text") and "'question' is none of ['topic']" in msg
+
+
+def test_a_column_may_read_a_later_one_the_fill_order_follows_the_references(tmp_path):
+    from synthflow.stages.columns.dag import column_params
+
+    spec = parse_spec(
+        spec_text(
+            "    - {name: question, type: expression, template: '{{ topic }} in {{ level }}'}\n"
+            "    - {name: level, type: category, values: [easy]}\n"
+            "    - {name: topic, type: category, values: [rates]}\n"
+        ),
+        str(tmp_path / "s.yaml"),
+    )
+    assert [p.name for p in column_params(spec)] == ["level", "topic", "question"]
+    assert list(_sampler_rows(spec, 1, 2)["question"]) == ["rates in easy"] * 2

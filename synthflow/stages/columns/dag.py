@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from synthflow.column_graph import order
+from synthflow.column_graph import order, template_refs
 from synthflow.generators.base import Generator
 from synthflow.spec import PipelineSpec
 from synthflow.stages.cache import ResultCache
@@ -33,8 +33,6 @@ def column_params(spec: PipelineSpec) -> list[ColumnParams]:
 
 
 def _deps(p: ColumnParams, known: dict[str, ColumnParams]) -> list[str]:
-    from synthflow.column_graph import template_refs
-
     names = [n for t in p.templates().values() for n in template_refs(t)] + p.reads()
     return list(dict.fromkeys(n for n in names if n in known and n != p.name))
 
