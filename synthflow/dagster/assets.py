@@ -388,7 +388,9 @@ def _round_asset(
     if share_gates(spec):
         cov_checks.append(
             dg.AssetCheckSpec(
-                SHARES_CHECK, asset=cov_key, description="Accepted shares of category columns against their weights."
+                SHARES_CHECK,
+                asset=cov_key,
+                description="Accepted shares of category columns against their weights.",
             )
         )
 

@@ -67,7 +67,8 @@ class AttributeTranslator(SynthflowTranslator):
         attrs = {k: v for k, v in self._attrs(props.output).items() if k != "key_prefix"}
         merge = {k: attrs.pop(k) for k in ("tags", "metadata") if k in attrs}
         tags = dict(s.tags)
-        if "kinds" in attrs:  # AssetSpec keeps kinds as `dagster/kind/*` tags: replacing them means dropping those
+        # AssetSpec keeps kinds as `dagster/kind/*` tags: replacing the kinds means dropping those tags.
+        if "kinds" in attrs:
             tags = {k: v for k, v in tags.items() if not k.startswith("dagster/kind/")}
         if "tags" in merge or "kinds" in attrs:
             attrs["tags"] = {**tags, **merge.get("tags", {})}
