@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from synthflow.profiles import find_project_root, state_dir
+from synthflow.profiles import Profile, find_project_root, state_dir
 from synthflow.spec import PipelineSpec, SpecError, load_spec
 
 
@@ -142,20 +142,11 @@ def run(spec_path: str, rounds: int, profile: str | None, project_root: str | No
       synthflow run assets/math_word_problems.yaml --rounds 2 --profile local
     """
     from synthflow.dagster.runner import RoundFailed, SeedRejected, run_rounds
-    from synthflow.profiles import ProfileError, load_profile
     from synthflow.store import StoreError
 
     root = _project_root(spec_path, project_root)
-    try:
-        spec = load_spec(spec_path)
-    except SpecError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
-    try:
-        prof = load_profile(profile, root)
-    except ProfileError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    spec = _spec_or_exit(spec_path)
+    prof = _profile_or_exit(profile, root)
     home = _use_local_dagster_home()
     click.echo(f"synthflow: {spec.name}: {rounds} round(s); Dagster instance in {home}")
     try:
@@ -185,8 +176,14 @@ def run(spec_path: str, rounds: int, profile: str | None, project_root: str | No
     default=None,
     help="Asset key prefix the pipeline was built with (build_pipeline_defs key_prefix), slash-separated.",
 )
+@project_root_option
 def versions(
-    spec_path: str, asset: str, partition: str | None, profile: str | None, key_prefix: str | None
+    spec_path: str,
+    asset: str,
+    partition: str | None,
+    profile: str | None,
+    key_prefix: str | None,
+    project_root: str | None,
 ) -> None:
     """List the stored versions of one asset of a pipeline (oldest first); `blocked` names the blocking checks
     a version failed (no round or downstream asset reads it).
@@ -196,12 +193,12 @@ def versions(
       synthflow versions assets/math_word_problems.yaml training_set
       synthflow versions assets/math_word_problems.yaml training_set --key-prefix synthetic
     """
-    from synthflow.profiles import load_profile
     from synthflow.stages.session import failed_checks
     from synthflow.store import Store
 
-    spec = load_spec(spec_path)
-    store = Store(load_profile(profile).store_root())
+    root = _project_root(spec_path, project_root)
+    spec = _spec_or_exit(spec_path)
+    store = Store(_profile_or_exit(profile, root).store_root())
     name = "__".join([*_prefix(key_prefix), spec.name])
     parts = [partition] if partition else store.partitions(name, asset)
     if not parts:
@@ -214,6 +211,24 @@ def versions(
             click.echo(
                 f"{rec.partition:<16} {rec.version:<22} {rec.rows:>7}  {rec.written_at_iso:<20}  {blocked}"
             )
+
+
+def _spec_or_exit(spec_path: str) -> PipelineSpec:
+    try:
+        return load_spec(spec_path)
+    except SpecError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+
+
+def _profile_or_exit(profile: str | None, root: Path) -> Profile:
+    from synthflow.profiles import ProfileError, load_profile
+
+    try:
+        return load_profile(profile, root)
+    except ProfileError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
 
 
 def _prefix(key_prefix: str | None) -> list[str]:
@@ -230,8 +245,14 @@ def _prefix(key_prefix: str | None) -> list[str]:
     default=None,
     help="Asset key prefix the pipeline was built with (build_pipeline_defs key_prefix), slash-separated.",
 )
+@project_root_option
 def export(
-    spec_path: str, to: str | None, partition: str | None, profile: str | None, key_prefix: str | None
+    spec_path: str,
+    to: str | None,
+    partition: str | None,
+    profile: str | None,
+    key_prefix: str | None,
+    project_root: str | None,
 ) -> None:
     """Export a round's training set with its dataset card, through the Dagster instance.
 
@@ -248,15 +269,13 @@ def export(
     from synthflow.dagster.export import run_export
     from synthflow.stages.export import ExportError
 
-    try:
-        spec = load_spec(spec_path)
-    except SpecError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+    root = _project_root(spec_path, project_root)
+    spec = _spec_or_exit(spec_path)
+    prof = _profile_or_exit(profile, root)
     _use_local_dagster_home()
     try:
         done = run_export(
-            spec, to=to, partition=partition, profile=profile, key_prefix=_prefix(key_prefix)
+            spec, to=to, partition=partition, profile=prof.name, project_root=root, key_prefix=_prefix(key_prefix)
         )
     except ExportError as e:
         click.echo(f"error: {e}", err=True)

@@ -174,3 +174,20 @@ def test_a_round_then_export_print_no_dagster_logs(project, tmp_path):
         console = res.stdout + res.stderr
         assert " - DEBUG - " not in console and " - INFO - " not in console and "dagster - " not in console
     assert exported.stdout.startswith("exported round 1") and (tmp_path / "ts.parquet").exists()
+
+
+def test_versions_and_export_find_the_project_from_another_folder(project, tmp_path):
+    """Run, then `versions` and `export` from an unrelated folder: same store, one-line error for a bad profile."""
+    small_spec(project)
+    spec = str(project / "assets" / "math_word_problems.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _cli(elsewhere, "run", spec, "--profile", "smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    versions = _cli(elsewhere, "versions", spec, "training_set", "--profile", "smoke")
+    assert versions.returncode == 0 and "2026-01-01" in versions.stdout, versions.stderr
+    out = tmp_path / "export"
+    exported = _cli(elsewhere, "export", spec, "--profile", "smoke", "--to", str(out))
+    assert exported.returncode == 0 and (out / "README.md").is_file(), exported.stderr[-3000:]
+    missing = _cli(elsewhere, "versions", spec, "training_set", "--profile", "nope")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nope" in missing.stderr, missing.stderr
