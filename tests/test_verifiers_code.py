@@ -280,6 +280,9 @@ def test_14_18_a_dagster_round_survives_hostile_code_and_records_the_isolation(p
         spec = load_spec(assets / "coder.yaml")
         with dg.instance_for_test() as instance:
             (summary,) = run_rounds(spec, 1, profile="coder", project_root=project, instance=instance)
+            event = instance.get_latest_materialization_event(dg.AssetKey([spec.name, "verified"]))
+            table = event.asset_materialization.metadata["verifiers"].value
+            assert "isolation" in table and "bwrap" in table, table  # the UI shows the isolation that held
         store = Store(load_profile("coder", project).store_root())
         assert (summary.candidates, summary.accepted, summary.rejected_by) == (3, 1, {"tests": 2})
         verified = store.read(spec.name, "verified", summary.partition)

@@ -115,14 +115,17 @@ def verifier_metadata(verified: pd.DataFrame, names: Sequence[str]) -> dict[str,
                 continue
             s = verified[col].dropna()
             seen, passed = len(s), int(s.astype(bool).sum())
-        rows.append(
-            {
-                "verifier": name,
-                "seen": seen,
-                "passed": passed,
-                "pass_rate": round(passed / seen, 3) if seen else None,
-            }
-        )
+        row = {
+            "verifier": name,
+            "seen": seen,
+            "passed": passed,
+            "pass_rate": round(passed / seen, 3) if seen else None,
+        }
+        # Verifiers that run model-written code (code_tests) record the isolation that held, per row.
+        isolation = verified.get(f"{name}_isolation")
+        if isolation is not None:
+            row["isolation"] = ", ".join(sorted({str(v) for v in isolation.dropna()})) or "-"
+        rows.append(row)
     by_reason = (
         verified.loc[~verified["accepted"], "rejected_by"].value_counts().to_dict() if len(verified) else {}
     )
