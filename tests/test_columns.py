@@ -89,7 +89,7 @@ def test_single_step_form_is_still_shorthand():
 def test_unknown_name_gives_file_line_and_field():
     text = spec_text(
         "    - {name: topic, type: category, values: [a, b]}\n"
-        "    - name: q\n"
+        "    - name: question\n"
         "      type: llm\n"
         "      prompt: |\n"
         "        About {{ topic }}\n"
@@ -106,6 +106,7 @@ def test_cycle_and_missing_field_and_bad_keys():
         spec_text(
             "    - {name: a, type: expression, template: '{{ b }}'}\n"
             "    - {name: b, type: expression, template: '{{ a }}!'}\n"
+            "    - {name: question, type: expression, template: x}\n"
         )
     )
     assert [(f, m) for _, f, m in cyc] == [
@@ -152,6 +153,7 @@ SAMPLERS = (
     "    - {name: y, type: normal, mean: 10, stddev: 2, min: 9, max: 11}\n"
     "    - {name: who, type: sample, source: PERSONAS, column: persona}\n"
     "    - {name: tag, type: expression, template: '{{ topic }}-{{ sub }}-{{ x }}'}\n"
+    "    - {name: question, type: expression, template: '{{ who }} asks about {{ tag }}'}\n"
 )
 
 
@@ -539,6 +541,7 @@ def test_a_tie_is_rejected_by_min_margin(tmp_path):
         spec_text(
             "    - {name: q, type: category, values: [a, b]}\n"
             "    - {name: pair, type: preference, prompt: 'Answer {{ q }}', min_margin: 1}\n"
+            "    - {name: question, type: expression, template: '{{ q }}'}\n"
         ),
         str(tmp_path / "s.yaml"),
     )
@@ -596,7 +599,7 @@ def test_export_layouts_load_back_with_datasets_in_trls_column_types(tmp_path, s
     assert inferred["instruction"] == alpaca["instruction"] and inferred["output"] == alpaca["output"]
 
     one = parse_spec(
-        spec_text("    - {name: q, type: llm, prompt: hi}\n") + "export: {format: alpaca}\n",
+        spec_text("    - {name: question, type: llm, prompt: hi}\n") + "export: {format: alpaca}\n",
         str(tmp_path / "t.yaml"),
     )
     with pytest.raises(LayoutError, match="needs export.prompt and export.response"):
@@ -661,3 +664,48 @@ def test_a_column_may_read_a_later_one_the_fill_order_follows_the_references(tmp
     )
     assert [p.name for p in column_params(spec)] == ["level", "topic", "question"]
     assert list(_sampler_rows(spec, 1, 2)["question"]) == ["rates in easy"] * 2
+
+
+@pytest.mark.slow
+def test_the_three_examples_on_the_default_cpu_model_accept_real_rows(project, tmp_path):
+    """One small round of each example on the `local` profile (SmolLM2-135M-Instruct on the CPU)."""
+    from synthflow.dagster.runner import run_rounds
+
+    accepted = {}
+    for example in ("persona_sft.yaml", "dpo_pairs.yaml", "support_dialogues.yaml"):
+        path = project / "assets" / example
+        text = path.read_text()
+        for key, value in (("rows_per_round", 1), ("candidate_budget", 3), ("batch_size", 3)):
+            text = "\n".join(
+                f"  {key}: {value}" if line.startswith(f"  {key}:") else line for line in text.splitlines()
+            )
+        path.write_text(text.replace("min_margin: 1", "min_margin: 0") + "\n")  # a 135M judge ties often
+        spec = load_spec(path)
+        with dg.instance_for_test() as instance:
+            [s] = run_rounds(
+                spec, 1, profile="local", project_root=project, instance=instance, echo=lambda m: None
+            )
+        assert "smoke" not in s.generator
+        store = Store(load_profile_root(project))
+        synth = store.read(spec.name, "training_set", s.partition)
+        synth = synth[synth["_source"] == "synthetic"]
+        accepted[example] = (s.candidates, s.accepted, s.rejected_by)
+        print(example, accepted[example])
+        print(synth.drop(columns=[c for c in synth.columns if c.startswith("_")]).to_string(max_colwidth=160))
+        assert s.accepted >= 1, (example, s)
+
+
+def load_profile_root(project: Path) -> str:
+    from synthflow.profiles import load_profile
+
+    return load_profile("local", project).store_root()
+
+
+def test_export_layout_columns_are_checked_at_load():
+    text = spec_text(
+        "    - {name: q, type: llm, prompt: hi}\n    - {name: question, type: expression, template: x}\n"
+    )
+    bad = problems(text + "export: {format: messages, prompt: qq, response: q}\n")
+    assert [(f, m.split(" is not")[0]) for _, f, m in bad] == [("export.prompt", "'qq'")]
+    [(line, field, msg)] = problems(text + "export:\n  format: dpo\n")
+    assert (line, field) == (20, "export.format") and "preference column" in msg
