@@ -465,9 +465,9 @@ class PipelineSpec(Strict):
             known = set(params) if key in ("messages", "preference") else produced
             if named is not None and named not in known:
                 problems.append((("export", key), f"{named!r} is not a column of generate.columns: {sorted(known)}", {}))
-        if params and self.export and self.export.format == "dpo" and self.export.preference is None:
-            if not any(p.type == "preference" for p in params.values()):
-                problems.append((("export", "format"), "dpo needs a preference column in generate.columns", {}))
+        dpo = params and self.export and self.export.format == "dpo" and self.export.preference is None
+        if dpo and not any(p.type == "preference" for p in params.values()):
+            problems.append((("export", "format"), "dpo needs a preference column in generate.columns", {}))
         for text in self.seed.text_columns if params else ():
             if text not in params:
                 problems.append(
