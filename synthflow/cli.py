@@ -1,4 +1,4 @@
-"""The `synthflow` command line: validate, run, versions, export, ui, smoke-model."""
+"""The `synthflow` command line: validate, run, versions, export, ui, smoke-model, migrate-store."""
 
 from __future__ import annotations
 
@@ -185,8 +185,9 @@ def versions(
     key_prefix: str | None,
     project_root: str | None,
 ) -> None:
-    """List the stored versions of one asset of a pipeline (oldest first); `blocked` names the blocking checks
-    a version failed (no round or downstream asset reads it).
+    """List the stored versions of one asset of a pipeline (oldest first); `delta` is the version of the asset's
+    Delta table that holds it (read it with any Delta reader); `blocked` names the blocking checks a version failed
+    (no round or downstream asset reads it).
 
     \b
     Examples:
@@ -204,12 +205,15 @@ def versions(
     if not parts:
         click.echo(f"{name}/{asset}: no versions in {store.root}")
         sys.exit(1)
-    click.echo(f"{'partition':<16} {'version':<22} {'rows':>7}  {'written':<20}  blocked")
+    # delta: the version of the asset's Delta table (store.table_uri) holding this version; "-" for the old layout.
+    click.echo(f"{'partition':<16} {'version':<22} {'rows':>7} {'delta':>6}  {'written':<20}  blocked")
     for p in parts:
         for rec in store.versions(name, asset, p):
             blocked = ", ".join(failed_checks(rec)) or "-"
+            delta = "-" if rec.delta_version is None else str(rec.delta_version)
             click.echo(
-                f"{rec.partition:<16} {rec.version:<22} {rec.rows:>7}  {rec.written_at_iso:<20}  {blocked}"
+                f"{rec.partition:<16} {rec.version:<22} {rec.rows:>7} {delta:>6}  {rec.written_at_iso:<20}  "
+                f"{blocked}"
             )
 
 
