@@ -85,6 +85,9 @@ def test_three_rounds_accumulate_in_order_with_stable_versions(project):
                 == s.versions["training_set"]
             )
 
+        for p in parts:  # the share of the round with no request in flight (issue 14, E1)
+            idle = store.read(spec.name, "coverage", p)["generator_idle_fraction"].iloc[0]
+            assert 0.0 <= idle < 1.0
         # Accumulation: round r keeps every row of round r-1, stored by appending to r-1's Delta version (its
         # Parquet files are round r's first files; issue 14).
         recs = [store.latest(spec.name, "training_set", p) for p in parts]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -137,10 +138,14 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     table_rows = getattr(inp.generator, "table_rows", False)
     dag = _ColumnRun(inp) if spec.generate.columns else None
     stats = GenerationStats()
+    # Issue 14 (E1): the share of the round with no request in flight. Batches still run one after another
+    # (generate, then verify), so this is what overlapping them would win back.
+    round_start, generating_s = time.perf_counter(), 0.0
     cand_frames: list[pd.DataFrame] = []
     verified_frames: list[pd.DataFrame] = []
     accepted = generated = batch_index = 0
     while accepted < wanted and generated < budget:
+        gen_start = time.perf_counter()
         if table_rows:
             parsed, batch_stats = _table_batch(inp, min(wanted, budget - generated), batch_index, generated)
             cands = parsed.drop(columns=["_output"])
@@ -162,8 +167,11 @@ def run_round(inp: RoundInputs) -> RoundOutput:
             results, batch_stats = run_generation(
                 requests, inp.generator, inp.cache, progress=_offset(inp.progress, generated, budget)
             )
+            generating_s += time.perf_counter() - gen_start
             cands = candidates_frame(requests, results, round_index=inp.round_index)
             parsed = parse_outputs(cands, spec)
+        if table_rows:
+            generating_s += time.perf_counter() - gen_start
         stats.merge(batch_stats)
         verified = run_chain(parsed, verifiers, ctx)
         # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
@@ -219,6 +227,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         group_by=getattr(inp.generator, "group_by", ()),
         pool=inp.pool,
     )
+    round_s = time.perf_counter() - round_start
     coverage = {
         "round": inp.round_index,
         "stop_reason": stop_reason,
@@ -226,6 +235,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         "candidate_budget": budget,
         **round_counts(verified_all if len(verified_all) else _empty_verified()),
         **planner.report(),
+        "generator_idle_fraction": round(1 - generating_s / round_s, 4) if round_s > 0 else 0.0,
         "training_rows": len(training_set),
         "training_real_rows": int((training_set["_source"] == "real").sum()),
         "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
