@@ -1,8 +1,9 @@
 """Model-collapse benchmarks C1-C6 of BENCHMARKS.md, run through the pipeline's round machinery.
 
-Every round of every arm is `run_round` with the `python` generator backend (a model refitted on the previous
-round's training set and sampled) and `build_training_set` with the arm's accumulation policy, the code p/round
-runs in Dagster; the request cache is used and dropped each round. Many independent runs travel as a `run`
+Every round of every arm is a light-mode `RoundSession` (the driver p/round uses in Dagster; reads carried in
+memory, nothing stored, no checks) around `run_round` with the `python` generator backend (a model refitted on the
+previous round's training set and sampled) and the arm's accumulation policy; the request cache is used and
+dropped each round. Many independent runs travel as a `run`
 column through one pipeline per arm, so one round advances all of them and the fits are vectorized.
 
 C1  linear regression, d=10, T=100, sigma^2=1, accumulate: test error / (sigma^2 d/(T-d-1)) -> sum_{i<=n} 1/i^2
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key=lambda a: -a[1].runs * a[1].rows * a[1].generations * (3 if a[1].policy != "replace" else 1)
     )
     print(
-        f"model collapse through run_round + build_training_set: {len(arms)} arms, {args.workers} worker(s)"
+        f"model collapse through RoundSession (light mode): {len(arms)} arms, {args.workers} worker(s)"
     )
     start = time.perf_counter()
     results: Results = {}

@@ -5,7 +5,8 @@ D1  Vendi score (cosine kernel) of 1,000,000 x 384 unit vectors from the d x d m
 D2  Gap filling on a toy: seed = Zipf-weighted mixture of 30 Gaussian clusters, generator biased to the head
     (p ~ w^2). One unsteered round, then 3 rounds steered by GapPlanner; under-covered clusters (share ratio < 0.5)
     must be cut by >= 90% and KL(seed || synthetic) must end <= 0.15. Each round runs through the pipeline's
-    round machinery (`pipeline_run_round` -> stages.round.run_round) with the toy world as the generator.
+    round driver (`pipeline_run_round` -> a light-mode stages.session.RoundSession) with the toy world as the
+    generator.
 D3  Semantic dedup + clustering of 1,000,000 x 384 vectors (with planted near-duplicates): time and peak memory,
     side by side with semhash on the same vectors and threshold when semhash can be run. semhash builds a usearch
     HNSW index and queries every row (~2 minutes for 100,000 rows on 2 cores), so the side-by-side runs on a
@@ -248,33 +249,30 @@ class _ToyGenerator:
 
 
 def pipeline_run_round(round_index: int, planner: Any, world: ToyWorld, rows: int) -> pd.DataFrame:
-    """One round through synthflow's own machinery (stages.round.run_round: planning, requests, the request cache,
-    parsing, the verify chain, planner observation), with the toy world as the generator."""
+    """One round through synthflow's round driver (a light-mode RoundSession around stages.round.run_round:
+    planning, requests, the request cache, parsing, the verify chain, planner observation), with the toy world as
+    the generator."""
     import uuid
 
     from synthflow.spec import parse_spec
     from synthflow.stages.accumulate import real_rows
-    from synthflow.stages.cache import ResultCache
-    from synthflow.stages.round import RoundInputs, run_round
     from synthflow.stages.seed import with_ids_and_text
+    from synthflow.stages.session import RoundReads, RoundSession
     from synthflow.store import Store
 
     spec = parse_spec(_TOY_SPEC.format(rows=rows, budget=2 * rows))
     seed = with_ids_and_text(pd.DataFrame({"text": world.seed_texts}), spec.seed)
     seed["_id"] = seed["_text"]  # exemplar ids are the texts, which the toy world can look up
-    out = run_round(
-        RoundInputs(
-            spec=spec,
-            round_index=round_index + 1,
-            seed=seed,
-            real=real_rows(seed, ["text"], 0),
-            previous=None,
-            generator=_ToyGenerator(world, steered=planner is not None),
-            cache=ResultCache(Store(f"memory://toy-{uuid.uuid4().hex}"), "toy", chunk_size=1000),
-            planner=planner,
-        )
+    # Each toy round stands alone (the caller accumulates the synthetic rows for its planner), so: no previous.
+    keys = [f"r{i}" for i in range(round_index + 1)]
+    session = RoundSession(spec, Store(f"memory://toy-{uuid.uuid4().hex}"), "toy", keys, persist=False, checks=(),
+                           plots=False, keep_cache=False)
+    result = session.run(
+        RoundReads(seed=seed, real=real_rows(seed, ["text"], 0), previous=None, pool=None),
+        generators={spec.generate.generator: lambda: _ToyGenerator(world, steered=planner is not None)},
+        planner=planner,
     )
-    return out.accepted[["_text"]].reset_index(drop=True)
+    return result.output.accepted[["_text"]].reset_index(drop=True)
 
 
 def gap_filling_toy(

@@ -88,3 +88,51 @@ def test_a_session_runs_a_round_and_stores_every_table_with_its_checks(project):
     assert not failed_checks(result.records["training_set"])
     assert result.coverage["round"] == 1 and len(result.coverage_frame) == 1
     assert latest_passing_partition(store, spec.name, ["2026-01-01"]) == "2026-01-01"
+
+
+def test_light_mode_carries_rounds_in_memory_exactly_as_a_stored_session_reads_them(tmp_path):
+    """The collapse study's and D2's light mode is the same driver: over three accumulate_subsample rounds,
+    `carry` hands each round what `load` reads back from the store, and no table is written."""
+    import dataclasses
+    import uuid
+
+    import pandas as pd
+
+    from synthflow.collapse import loop
+    from synthflow.generators.python_backend import PythonGenerator
+
+    cfg = loop.LoopConfig("gaussian", "accumulate_subsample", runs=20, rows=30, generations=4, seed=5)
+    spec = loop.spec_for(cfg)
+    generator = PythonGenerator("synthflow.collapse.gaussian:generate", group_by=["run"], sigma=1.0)
+    generators = {spec.generate.generator: lambda: generator}
+    stored = Store(str(tmp_path / "store"))
+    stored.write(spec.name, "seed", loop.real_data(cfg, 0, cfg.rows))
+    memory = Store(f"memory://test-light-{uuid.uuid4().hex}")
+
+    def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+        # As row sets: a stored training set can come back in another row order than it was handed in.
+        a, b = (x.sort_values("_id", ignore_index=True) for x in (a, b))
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+    keys = ["r1", "r2", "r3"]
+    light = RoundSession(
+        spec, memory, spec.name, keys[:1], persist=False, checks=(), plots=False, keep_cache=False
+    )
+    reads = carried = RoundSession(spec, stored, spec.name, keys[:1]).load()
+    for r in range(1, 4):
+        session = RoundSession(spec, stored, spec.name, keys[:r])
+        if r > 1:  # what the stored session reads back is what the light session carried
+            loaded = session.load()
+            same_rows(loaded.previous, carried.previous)
+            same_rows(loaded.pool, carried.pool)
+            reads = loaded
+        light = dataclasses.replace(light, partitions=keys[:r])
+        light_result = light.run(reads, generators=generators)
+        result = session.run(reads, generators=generators)
+        pd.testing.assert_frame_equal(result.output.training_set, light_result.output.training_set)
+        assert {"schema", "keeps_previous_rows"} <= {c.name for c in result.checks}
+        assert not light_result.checks
+        assert light_result.records == {} and "training_set" in result.records
+        carried = light.carry(reads, light_result)
+    assert len(carried.pool) == 3 * cfg.runs * cfg.rows
+    assert not memory.fs.exists(memory.path(spec.name, "_cache", "generations"))  # keep_cache=False

@@ -1,17 +1,17 @@
-"""Rounds of the self-consuming loop through the pipeline's own round machinery, without Dagster.
+"""Rounds of the self-consuming loop through the pipeline's own round driver, without Dagster.
 
-Each round is `run_round` with the python backend and the spec's accumulation policy, exactly as the p/round
-asset runs it; only the store and the scheduling are left out, so hundreds of runs x hundreds of rounds fit in a
+Each round is a `RoundSession` with the python backend and the spec's accumulation policy, the driver the p/round
+asset uses, in its light mode: the reads stay in memory (`RoundSession.carry`), nothing is stored, no check runs
+and the request cache lives in a memory:// store for one round, so hundreds of runs x hundreds of rounds fit in a
 benchmark. Many independent runs travel in one table (`run` column, group_by: [run]).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,8 +21,7 @@ from synthflow.collapse import data, gaussian, linear, theory
 from synthflow.generators.python_backend import PythonGenerator
 from synthflow.spec import PipelineSpec
 from synthflow.stages.accumulate import real_rows
-from synthflow.stages.cache import ResultCache
-from synthflow.stages.round import RoundInputs, run_round
+from synthflow.stages.session import RoundReads, RoundSession
 from synthflow.store import Store
 
 Model = Literal["gaussian", "linear"]
@@ -110,17 +109,14 @@ def run_loop(
     cfg: LoopConfig,
     *,
     observe: Callable[[int, pd.DataFrame], None] | None = None,
-    workdir: str | Path | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
     """Fit `cfg.generations` models; returns {n: per-run metrics of model n}.
 
-    Model 1 is fitted on the real data; model n on the training set of round n-1, which `run_round` built from
-    model n-1's samples under the policy. Each round's request cache lives in a temporary store and is dropped
-    after the round (every round's fit is new, so nothing could be served from it again).
+    Model 1 is fitted on the real data; model n on the training set of round n-1, which the round built from
+    model n-1's samples under the policy.
     """
     spec = spec_for(cfg)
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="synthflow-collapse-"))
-    store = Store(str(tmp))
+    store = Store(f"memory://synthflow-collapse-{uuid.uuid4().hex}")
     generator = PythonGenerator(
         f"synthflow.collapse.{cfg.model}:generate",
         group_by=[data.RUN],
@@ -128,37 +124,25 @@ def run_loop(
         design=cfg.design,
     )
     real = real_data(cfg, 0, cfg.rows)
-    seed_rows = real.iloc[0:0]
     out: dict[int, dict[str, np.ndarray]] = {1: metrics(cfg, real)}
-    previous: pd.DataFrame | None = None
-    pool: pd.DataFrame | None = None
+    keys = [f"r{r}" for r in range(1, cfg.generations)]
+    session = RoundSession(
+        spec, store, spec.name, keys[:1], persist=False, checks=(), plots=False, keep_cache=False
+    )
+    reads = RoundReads(seed=real.iloc[0:0], real=real, previous=None, pool=None)
     try:
         for r in range(1, cfg.generations):
             if cfg.fresh_rows:
-                real = pd.concat([real, real_data(cfg, r, cfg.fresh_rows)], ignore_index=True)
-            cache = ResultCache(store, f"{spec.name}-r{r}", chunk_size=1 << 30)
-            result = run_round(
-                RoundInputs(
-                    spec=spec,
-                    round_index=r,
-                    seed=seed_rows,
-                    real=real,
-                    previous=previous,
-                    generator=generator,
-                    cache=cache,
-                    pool=pool if cfg.policy == "accumulate_subsample" and cfg.use_pool else None,
-                )
-            )
-            shutil.rmtree(cache.dir, ignore_errors=True)
-            previous = result.training_set
-            if cfg.policy == "accumulate_subsample":
-                pool = pd.concat(
-                    [p for p in (pool, result.new_synthetic) if p is not None], ignore_index=True
-                )
-            out[r + 1] = metrics(cfg, previous)
+                reads.real = pd.concat([reads.real, real_data(cfg, r, cfg.fresh_rows)], ignore_index=True)
+            if not cfg.use_pool:  # accumulate_subsample draws from r-1's subsample only
+                reads.pool = None
+            session = dataclasses.replace(session, partitions=keys[:r])
+            result = session.run(reads, generators={spec.generate.generator: lambda: generator})
+            reads = session.carry(reads, result)
+            out[r + 1] = metrics(cfg, reads.previous)
             if observe is not None:
-                observe(r, previous)
+                observe(r, reads.previous)
     finally:
-        if workdir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if store.fs.exists(store.path()):
+            store.fs.rm(store.path(), recursive=True)
     return out

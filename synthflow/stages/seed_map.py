@@ -90,8 +90,8 @@ def planner(
     )
 
 
-def coverage_extras(planner: PromptPlanner, round_index: int) -> dict[str, Any]:
-    """Headline numbers and the coverage plot for p/coverage (empty for the uniform planner)."""
+def coverage_extras(planner: PromptPlanner, round_index: int, plot: bool = True) -> dict[str, Any]:
+    """Headline numbers and (with `plot`) the coverage plot for p/coverage (empty for the uniform planner)."""
     if not hasattr(planner, "plot"):
         return {}
     report = planner.report()
@@ -105,6 +105,6 @@ def coverage_extras(planner: PromptPlanner, round_index: int) -> dict[str, Any]:
         "round_vendi": rnd.get("vendi"),
         "round_under_covered_clusters": rnd.get("n_under_covered"),
     }
-    if cum.get("n_rows"):
+    if plot and cum.get("n_rows"):
         out["coverage_plot"] = planner.plot(title=f"round {round_index}: seed vs accumulated synthetic")
     return out

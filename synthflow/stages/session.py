@@ -4,6 +4,12 @@ This is the single round driver. The Dagster multi-asset p/round translates a `R
 runner goes through that asset. Partition arithmetic stays with the caller: a session gets the keys of every round
 partition up to and including its own, in order, so it never needs to know how rounds are scheduled.
 
+Light mode, for callers that run hundreds of rounds in one process (the collapse study, the benchmarks): the caller
+keeps the reads in memory (`RoundReads` for round 1, then `RoundSession.carry`, which accumulates exactly as `load`
+would read back what `run` stored), sets `persist=False` (nothing is written, so a memory:// store will do),
+`checks=` the checks it wants (none: `()`), `plots=False` and `keep_cache=False`. Inputs, `run_round` and
+accumulation are the same code either way; only the writes, the checks and the plots are left out.
+
 Blocking checks hold across runs through the store: a version whose blocking check failed is written with its
 failed check names in the version record (`failed_checks`), and no later round reads it (see `RoundInputError`).
 """
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +32,7 @@ from synthflow.stages.accumulate import appended_rows, real_rows, schema_problem
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.generate import CachingGenerator, GenerationStats
-from synthflow.stages.round import RoundInputs, RoundOutput, run_round
+from synthflow.stages.round import PromptPlanner, RoundInputs, RoundOutput, run_round
 from synthflow.stages.verifiers.base import Needs
 from synthflow.stages.verifiers.registry import validate_params
 from synthflow.store import Store, VersionRecord
@@ -168,6 +174,11 @@ class RoundSession:
     store_name: str
     partitions: Sequence[str]
     log: Callable[[str], None] = field(default=lambda msg: None)
+    # Light mode (see the module docstring). Checks not asked for are not evaluated, so they cannot block.
+    persist: bool = True  # False: no table is written and `records` is empty
+    checks: Collection[str] | None = None  # names of the checks to evaluate; None: all of them
+    plots: bool = True  # the coverage plot (rendering it costs more than the rest of a small round)
+    keep_cache: bool = True  # False: the round's request cache is dropped after it (nothing asks it again)
 
     @property
     def round_index(self) -> int:
@@ -232,6 +243,23 @@ class RoundSession:
         ]
         return pd.concat(frames, ignore_index=True) if frames else None
 
+    def carry(
+        self, reads: RoundReads, result: RoundResult, *, real: pd.DataFrame | None = None
+    ) -> RoundReads:
+        """The next round's reads in memory: what `load` reads back once `run` stored `result` (its training set
+        as the previous one, its synthetic rows added to the pool); `real`: every real row known then."""
+        pool = reads.pool
+        new = result.output.new_synthetic
+        if self.spec.accumulate.policy == "accumulate_subsample" and new is not None:
+            pool = pd.concat([p for p in (pool, new) if p is not None], ignore_index=True)
+        return RoundReads(
+            reads.seed,
+            reads.real if real is None else real,
+            result.output.training_set,
+            pool,
+            result.records.get("training_set"),
+        )
+
     def run(
         self,
         reads: RoundReads,
@@ -239,14 +267,20 @@ class RoundSession:
         generators: Mapping[str, Callable[[], Generator]],
         embedder: Callable[[], Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        planner: PromptPlanner | None = None,
     ) -> RoundResult:
-        """Run the round on `reads` and store every table. `generators`: factories by profile name.
+        """Run the round on `reads` and store every table. `generators`: factories by profile name; `planner`:
+        the caller's own (default: the GapPlanner over the stored seed map, or uniform sampling).
 
         Holds the store's lock of (pipeline, partition) throughout: a second run of the same round on the same
-        store raises synthflow.store.LockHeld naming the holder instead of generating the round twice.
+        store raises synthflow.store.LockHeld naming the holder instead of generating the round twice. A round
+        that writes nothing (`persist=False`) has nothing to guard and takes no lock.
         """
+        kw = dict(generators=generators, embedder=embedder, progress=progress, planner=planner)
+        if not self.persist:
+            return self._run(reads, **kw)
         with self.store.lock(self.store_name, self.partition):
-            return self._run(reads, generators=generators, embedder=embedder, progress=progress)
+            return self._run(reads, **kw)
 
     def _run(
         self,
@@ -255,18 +289,41 @@ class RoundSession:
         generators: Mapping[str, Callable[[], Generator]],
         embedder: Callable[[], Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        planner: PromptPlanner | None = None,
     ) -> RoundResult:
-        spec, store, name, part, r = self.spec, self.store, self.store_name, self.partition, self.round_index
+        spec, store, name = self.spec, self.store, self.store_name
         generator = generators[spec.generate.generator]()
-        # One cache for the round's generator and its verifiers' judges.
-        cache = ResultCache(store, name, chunk_size=spec.generate.store_every)
+        # One cache for the round's generator and its verifiers' judges. A cache dropped after the round is never
+        # read again, so its results need not go out in chunks while the round runs.
+        cache = ResultCache(store, name, chunk_size=spec.generate.store_every if self.keep_cache else 1 << 30)
         emb = seed_map_stage.embedder_or_none(embedder, spec) if embedder is not None else None
-        prev_synth = (
-            reads.previous[reads.previous["_source"] == "synthetic"] if reads.previous is not None else None
-        )
-        planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
-        self.log(f"round {r} ({part}): generating with {generator.label}")
-        out = run_round(
+        if planner is None:
+            prev_synth = (
+                reads.previous[reads.previous["_source"] == "synthetic"]
+                if reads.previous is not None and emb is not None
+                else None
+            )
+            planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
+        try:
+            out = self._generate(reads, generator, generators, cache, emb, planner, progress)
+        finally:
+            if not self.keep_cache and store.fs.exists(cache.dir):
+                store.fs.rm(cache.dir, recursive=True)
+        return self._finish(reads, out, planner, generator)
+
+    def _generate(
+        self,
+        reads: RoundReads,
+        generator: Generator,
+        generators: Mapping[str, Callable[[], Generator]],
+        cache: ResultCache,
+        emb: Any | None,
+        planner: PromptPlanner,
+        progress: Callable[[int, int], None] | None,
+    ) -> RoundOutput:
+        spec, r = self.spec, self.round_index
+        self.log(f"round {r} ({self.partition}): generating with {generator.label}")
+        return run_round(
             RoundInputs(
                 spec=spec,
                 round_index=r,
@@ -283,13 +340,22 @@ class RoundSession:
                 progress=progress,
             )
         )
+
+    def _finish(
+        self, reads: RoundReads, out: RoundOutput, planner: PromptPlanner, generator: Generator
+    ) -> RoundResult:
+        spec, store, name, part, r = self.spec, self.store, self.store_name, self.partition, self.round_index
         # Synthetic values arrive from parsed JSON as Python objects; concatenated with typed real rows they leave
         # an object column that Parquet stores typed anyway. Check the table as it is stored, not that artefact.
         out = dataclasses.replace(out, training_set=out.training_set.infer_objects())
-        extras = seed_map_stage.coverage_extras(planner, r)
+        extras = seed_map_stage.coverage_extras(planner, r, plot=self.plots)
         coverage = {**out.coverage, **extras}
         cov_frame = pd.DataFrame([flatten({k: v for k, v in coverage.items() if not isinstance(v, bytes)})])
-        checks = training_set_checks(spec, reads.previous, out.training_set) + coverage_checks(spec, coverage)
+        checks = training_set_checks(spec, reads.previous, out.training_set, only=self.checks) + [
+            c for c in coverage_checks(spec, coverage) if self.checks is None or c.name in self.checks
+        ]
+        if not self.persist:
+            return RoundResult(out, reads.previous, coverage, cov_frame, {}, checks, generator)
         failed = [c.name for c in checks if c.asset == "training_set" and c.blocking and not c.passed]
         records = {
             "candidates": store.write(name, "candidates", out.candidates, partition=part),
@@ -333,33 +399,46 @@ def flatten(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def training_set_checks(
-    spec: PipelineSpec, previous: pd.DataFrame | None, training_set: pd.DataFrame
+    spec: PipelineSpec,
+    previous: pd.DataFrame | None,
+    training_set: pd.DataFrame,
+    only: Collection[str] | None = None,
 ) -> list[CheckOutcome]:
+    """The training set's checks; `only`: the names to evaluate (the others are not computed), None: all."""
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     def outcome(name: str, passed: bool, metadata: dict[str, Any]) -> CheckOutcome:
         return CheckOutcome("training_set", name, passed, name in BLOCKING_TRAINING_SET_CHECKS, metadata)
 
-    problems = schema_problems(training_set, spec)
-    out = [outcome("schema", not problems, {"problems": "; ".join(problems[:20]) or "none"})]
-    if previous is not None and policies.get(spec.accumulate.policy).keeps_previous_rows:
+    out = []
+    if wanted("schema"):
+        problems = schema_problems(training_set, spec)
+        out.append(outcome("schema", not problems, {"problems": "; ".join(problems[:20]) or "none"}))
+    keeps = previous is not None and policies.get(spec.accumulate.policy).keeps_previous_rows
+    if wanted("keeps_previous_rows") and keeps:
         lost = sorted(set(previous["_id"]) - set(training_set["_id"]))
         out.append(
             outcome(
                 "keeps_previous_rows", not lost, {"lost_rows": len(lost), "examples": ", ".join(lost[:10])}
             )
         )
-    else:
+    elif wanted("keeps_previous_rows"):
         note = "first round, or a policy that does not promise to keep every row of r-1"
         out.append(outcome("keeps_previous_rows", True, {"note": note}))
-    frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
-    out.append(
-        outcome(
-            "real_fraction",
-            frac >= spec.accumulate.min_real_fraction,
-            {"real_fraction": round(frac, 4), "min_real_fraction": spec.accumulate.min_real_fraction},
+    if wanted("real_fraction"):
+        frac = float((training_set["_source"] == "real").mean()) if len(training_set) else 0.0
+        out.append(
+            outcome(
+                "real_fraction",
+                frac >= spec.accumulate.min_real_fraction,
+                {"real_fraction": round(frac, 4), "min_real_fraction": spec.accumulate.min_real_fraction},
+            )
         )
-    )
-    dup = int(training_set["_id"].duplicated().sum())
-    out.append(outcome("unique_ids", dup == 0, {"duplicate_ids": dup}))
+    if wanted("unique_ids"):
+        dup = int(training_set["_id"].duplicated().sum())
+        out.append(outcome("unique_ids", dup == 0, {"duplicate_ids": dup}))
     return out
 
 
