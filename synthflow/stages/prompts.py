@@ -10,12 +10,16 @@ import numpy as np
 import pandas as pd
 
 from synthflow.generators.base import GenerationRequest, SamplingParams
-from synthflow.spec import PipelineSpec
+from synthflow.spec import PipelineSpec, SamplingSpec
 from synthflow.templates import render
 
 
 def sampling_params(spec: PipelineSpec) -> SamplingParams:
-    s = spec.generate.sampling
+    return to_sampling(spec.generate.sampling)
+
+
+def to_sampling(s: SamplingSpec) -> SamplingParams:
+    """A spec's `sampling:` section as the backends' SamplingParams."""
     return SamplingParams(
         temperature=s.temperature,
         top_p=s.top_p,

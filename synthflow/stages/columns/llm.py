@@ -21,7 +21,7 @@ from synthflow.spec import SamplingSpec
 from synthflow.stages.columns.base import ColumnContext, ColumnParams, Row, register
 from synthflow.stages.generate import run_generation
 from synthflow.stages.parse import _column_value
-from synthflow.stages.prompts import prompt_hash
+from synthflow.stages.prompts import prompt_hash, to_sampling
 from synthflow.templates import TemplateError, TemplateStr, render
 from synthflow.text import split_reasoning
 
@@ -99,16 +99,7 @@ def sampling_for(params: LLMParams, ctx: ColumnContext) -> SamplingParams:
 
 def sampling_for_dict(overrides: dict[str, Any], ctx: ColumnContext) -> SamplingParams:
     """A column's `sampling:` keys over generate.sampling."""
-    s = SamplingSpec(**{**ctx.default_sampling.model_dump(), **overrides})
-    return SamplingParams(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        max_tokens=s.max_tokens,
-        stop=tuple(s.stop),
-        presence_penalty=s.presence_penalty,
-        frequency_penalty=s.frequency_penalty,
-    )
+    return to_sampling(SamplingSpec(**{**ctx.default_sampling.model_dump(), **overrides}))
 
 
 def column_seed(base: int, round_index: int, row: Row, column: str) -> int:
