@@ -352,8 +352,10 @@ class Store:
                     if self.local:
                         os.makedirs(self._path_of(uri), exist_ok=True)
                     dt, before = None, set()
-                # One file per write (files are named part-NNNNN-..., so a split write still sorts in row order).
-                write_deltalake(dt if dt is not None else uri, arrow, mode=mode,  # type: ignore[arg-type]
+                # One file per write (files are named part-NNNNN-..., so a split write still sorts in row order),
+                # and one record batch: delta-rs writes the batches of a chunked table in parallel and in any
+                # order, so a 64-chunk table came back shuffled 20 times in 20; a single batch keeps row order.
+                write_deltalake(dt if dt is not None else uri, arrow.combine_chunks(), mode=mode,  # type: ignore[arg-type]
                                 schema_mode="overwrite" if mode == "overwrite" else None,
                                 storage_options=self.storage_options, commit_properties=props,
                                 target_file_size=1 << 40, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip

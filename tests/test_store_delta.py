@@ -217,3 +217,25 @@ def test_two_processes_writing_partitions_of_one_asset_at_once_keep_every_versio
             assert store.read_record(rec)["_id"].tolist() == ids
             assert sorted(DeltaTable(uri, version=rec.delta_version).to_pyarrow_table().column("_id").to_pylist()) \
                 == sorted(ids)  # fmt: skip
+
+
+def test_a_chunked_table_keeps_its_row_order(tmp_path):
+    """delta-rs writes the record batches of a chunked table in any order; rows must come back as written.
+
+    Arrow-backed pandas columns (what a table read back from the store holds) keep their chunks, so a training
+    set built from r-1's rows reached delta-rs in many batches and was stored shuffled now and then."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from synthflow.store import Store
+
+    store = Store(str(tmp_path / "store"))
+    n = 64 * 50
+    chunked = pa.chunked_array([pa.array(range(k * 50, (k + 1) * 50)) for k in range(64)])
+    df = pd.DataFrame({"i": pd.arrays.ArrowExtensionArray(chunked)})
+    assert pa.Table.from_pandas(df).column("i").num_chunks == 64
+    for attempt in range(5):
+        rec = store.write("p", f"t{attempt}", df)
+        assert store.read_record(rec)["i"].tolist() == list(range(n)), attempt
+        grown = store.append("p", f"t{attempt}", df.iloc[:10], base=rec)
+        assert store.read_record(grown)["i"].tolist() == [*range(n), *range(10)], attempt
