@@ -57,8 +57,14 @@ def test_two_runs_of_one_round_at_once_generate_it_once(live_vllm_server):
         codes = sorted(p.returncode for p in procs)
         statuses = run_statuses(project)
     errors = "\n".join(err for _, err in outs)
+    # What the lock promises: round 1 is generated once, whatever the timing.
     assert sent == rows, f"{sent} requests for {rows} candidates; exit codes {codes}"
-    assert codes == [0, 1], errors
-    # The refused run names the holder: host, pid and start time.
-    assert "is being run by host " in errors and ", pid " in errors and ", since 20" in errors, errors
-    assert statuses.count("FAILURE") == 1 and "STARTED" not in statuses, statuses
+    assert "STARTED" not in statuses, statuses
+    if codes == [0, 1]:  # the runs overlapped: the second is refused and names the holder (host, pid, start)
+        assert "is being run by host " in errors and ", pid " in errors and ", since 20" in errors, errors
+        assert statuses.count("FAILURE") == 1, statuses
+    else:
+        # The second reached the round only after the first had released it (seen once on a quiet machine): it
+        # found every result in the cache and sent nothing. Refusal itself is tested in tests/test_locks.py.
+        assert codes == [0, 0], errors
+        assert "FAILURE" not in statuses, statuses
