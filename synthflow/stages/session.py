@@ -16,6 +16,7 @@ failed check names in the version record (`failed_checks`), and no later round r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -276,40 +277,27 @@ class RoundSession:
         store raises synthflow.store.LockHeld naming the holder instead of generating the round twice. A round
         that writes nothing (`persist=False`) has nothing to guard and takes no lock.
         """
-        kw = dict(generators=generators, embedder=embedder, progress=progress, planner=planner)
-        if not self.persist:
-            return self._run(reads, **kw)
-        with self.store.lock(self.store_name, self.partition):
-            return self._run(reads, **kw)
-
-    def _run(
-        self,
-        reads: RoundReads,
-        *,
-        generators: Mapping[str, Callable[[], Generator]],
-        embedder: Callable[[], Any] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        planner: PromptPlanner | None = None,
-    ) -> RoundResult:
-        spec, store, name = self.spec, self.store, self.store_name
-        generator = generators[spec.generate.generator]()
-        # One cache for the round's generator and its verifiers' judges. A cache dropped after the round is never
-        # read again, so its results need not go out in chunks while the round runs.
-        cache = ResultCache(store, name, chunk_size=spec.generate.store_every if self.keep_cache else 1 << 30)
-        emb = seed_map_stage.embedder_or_none(embedder, spec) if embedder is not None else None
-        if planner is None:
-            prev_synth = (
-                reads.previous[reads.previous["_source"] == "synthetic"]
-                if reads.previous is not None and emb is not None
-                else None
-            )
-            planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
-        try:
-            out = self._generate(reads, generator, generators, cache, emb, planner, progress)
-        finally:
-            if not self.keep_cache and store.fs.exists(cache.dir):
-                store.fs.rm(cache.dir, recursive=True)
-        return self._finish(reads, out, planner, generator)
+        guard = self.store.lock(self.store_name, self.partition) if self.persist else contextlib.nullcontext()
+        with guard:
+            spec, store, name = self.spec, self.store, self.store_name
+            generator = generators[spec.generate.generator]()
+            # One cache for the round's generator and its verifiers' judges. A cache dropped after the round is
+            # never read again, so its results need not go out in chunks while the round runs.
+            cache = ResultCache(store, name, chunk_size=spec.generate.store_every if self.keep_cache else 1 << 30)
+            emb = seed_map_stage.embedder_or_none(embedder, spec) if embedder is not None else None
+            if planner is None:
+                prev_synth = (
+                    reads.previous[reads.previous["_source"] == "synthetic"]
+                    if reads.previous is not None and emb is not None
+                    else None
+                )
+                planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
+            try:
+                out = self._generate(reads, generator, generators, cache, emb, planner, progress)
+            finally:
+                if not self.keep_cache and store.fs.exists(cache.dir):
+                    store.fs.rm(cache.dir, recursive=True)
+            return self._finish(reads, out, planner, generator)
 
     def _generate(
         self,
