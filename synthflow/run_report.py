@@ -17,7 +17,7 @@ def accepted_rows_report(
     try:
         rec = store.record(store_name, "training_set", partition)
         table = store.read_record(rec)
-        path = store.data_file(store_name, "training_set", partition)
+        path = store.location(rec)
     except VersionNotFound:
         return f"no training set stored for round {partition} in {store.root}"
     synthetic = table[table["_source"] == "synthetic"] if "_source" in table.columns else table.iloc[:0]

@@ -478,7 +478,7 @@ class Store:
     def read_arrow(self, rec: VersionRecord, columns: list[str] | None = None) -> pa.Table:
         """The rows of a version as Arrow, in row order (the version's Parquet files, read in the order written)."""
         if rec.table is None:  # the earlier layout
-            path = f"{self._dir(rec.pipeline, rec.asset, rec.partition)}/data/{rec.version}.parquet"
+            path = self.location(rec)
             with self.fs.open(path, "rb") as f:
                 return pq.read_table(f, columns=columns)
         if rec.delta_version is None:
@@ -499,9 +499,13 @@ class Store:
         rec = self.latest(pipeline, asset, partition)
         if rec is None:
             raise VersionNotFound(f"{pipeline}/{asset} [{partition or 'unpartitioned'}] has never been written")
+        return self.location(rec)
+
+    def location(self, rec: VersionRecord) -> str:
+        """Where a stored version lies: its asset's Delta table, or the Parquet file of the earlier layout."""
         if rec.table is None:
-            return f"{self._dir(pipeline, asset, partition)}/data/{rec.version}.parquet"
-        return self._table_path(pipeline, asset)
+            return f"{self._dir(rec.pipeline, rec.asset, rec.partition)}/data/{rec.version}.parquet"
+        return self._table_path(rec.pipeline, rec.asset)
 
     def read_or_none(self, pipeline: str, asset: str, partition: str | None = None) -> pd.DataFrame | None:
         try:
