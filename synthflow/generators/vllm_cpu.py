@@ -11,6 +11,7 @@ An explicit VLLM_CPU_KVCACHE_SPACE in the environment still wins: vLLM reads it 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -59,6 +60,7 @@ def node0_available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+@functools.lru_cache(maxsize=16)  # read once per model: the engine's max length and its KV sizing both need it
 def _model_config(model: str) -> dict[str, Any]:
     cfg = Path(model).expanduser() / "config.json"
     if cfg.is_file():
