@@ -20,7 +20,7 @@ from synthflow.generators.backends import Backend, _options_from_signature, _opt
 from synthflow.profiles import ProfileError, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["transformers", "smoke", "vllm", "openai", "python", "ray"]
+BUILTINS = ["transformers", "smoke", "vllm", "openai", "openai_batch", "python", "ray"]
 HEAVY = ["torch", "transformers", "vllm", "openai", "ray"]
 
 
@@ -94,7 +94,7 @@ def test_an_unknown_backend_lists_the_known_ones(tmp_path: Path) -> None:
         load_profile("gpu", tmp_path)
     line = _line(tmp_path, "gpu", "backend: vlm")
     assert f"gpu.yaml:{line}: generators.generator.backend: unknown generator backend 'vlm'; known: " in str(e.value)
-    assert "openai, python, ray, smoke, transformers, vllm" in str(e.value)
+    assert "openai, openai_batch, python, ray, smoke, transformers, vllm" in str(e.value)
 
 
 def test_checking_every_profile_imports_no_backend() -> None:

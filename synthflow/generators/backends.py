@@ -313,6 +313,7 @@ register_backend(
     ),
 )
 register_backend("openai", Backend("synthflow.generators.openai_backend:OpenAIGenerator"))
+register_backend("openai_batch", Backend("synthflow.generators.batch_backend:BatchGenerator"))
 register_backend("python", Backend("synthflow.generators.python_backend:PythonGenerator"))
 register_backend(
     "ray",
