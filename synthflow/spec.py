@@ -316,6 +316,19 @@ class VerifierSpec(BaseModel):
             raise ValueError(f"verifier {self.label!r} ({self.type}): {where}: {msg}") from None
 
 
+class CollapseWarningSpec(Strict):
+    """`diversity.collapse_warning`: a blocking training-set check that fails when the round's rows narrow against
+    the seed over the last `window` rounds (stages/diversity/collapse_warning.py). Off by default: the signals are
+    always recorded in p/coverage, but a check that stops a pipeline on a statistical trend is one to opt into."""
+
+    enabled: bool = False
+    window: int = Field(default=5, ge=3)  # rounds the trend is fitted over (this one included)
+    min_decline: float = Field(default=0.15, gt=0, lt=1)  # fitted fall over the window, and distance below the seed
+    signals: list[Literal["spread", "cluster_reach", "vendi", "distinct_2"]] = Field(
+        default_factory=lambda: ["spread", "cluster_reach", "vendi", "distinct_2"], min_length=1
+    )
+
+
 class DiversitySpec(Strict):
     """Embedding-space coverage. The round machinery reads these; the diversity stages define the metrics."""
 
@@ -331,6 +344,11 @@ class DiversitySpec(Strict):
     min_vendi: float | None = None
     max_kl: float | None = None
     max_under_covered: int | None = None
+    # Real-vs-synthetic distance: unbiased MMD^2 (RBF kernel) of the round's accepted rows against the seed
+    # (stages/diversity/mmd.py); both sides subsampled (seeded) to at most reference_rows rows.
+    max_mmd: float | None = Field(default=None, ge=0)
+    reference_rows: int = Field(default=512, ge=2)
+    collapse_warning: CollapseWarningSpec = CollapseWarningSpec()
 
 
 class AccumulateSpec(Strict):

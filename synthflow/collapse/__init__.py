@@ -9,6 +9,7 @@ so the accumulation policies can be checked against the model-collapse papers:
 - data.py: the real data and the true parameters.
 - theory.py: the published predictions.
 - study.py: the collapse_study example (three policies side by side in one pipeline) and its report.
+- recipe.py: the study at any parameters: seed, matching spec and profile from one set of options.
 - loop.py: rounds through run_round with a given policy, outside Dagster (the benchmark and the tests).
 - plot.py: error against round per policy, as PNG bytes for Dagster metadata.
 """

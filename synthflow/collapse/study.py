@@ -7,13 +7,13 @@ replace, accumulate and accumulate_subsample run in one materialization with the
 the report can redraw every arm's error at every earlier round from the pipeline's own rows.
 
 Real rows (the seed) carry no `policy`: every arm starts from the same real data. The truth the errors are
-measured against comes from the recipe that wrote the seed (`write_seed`, parameter `data_seed`).
+measured against comes from the recipe that wrote the seed (synthflow.collapse.recipe; the generator options
+`sigma2` and `data_seed` must be the recipe's, which `recipe.write_study` sees to).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,23 +28,6 @@ POLICIES = ("replace", "accumulate", "accumulate_subsample")
 EXPERIMENTS = ("gaussian", "linear")
 EXPERIMENT = "experiment"
 POLICY = "policy"
-
-
-def write_seed(
-    path: str | Path, *, runs: int, gaussian_rows: int, linear_rows: int, d: int, seed: int = 0
-) -> None:
-    """The study's real data: `runs` independent runs of each experiment, as JSON lines."""
-    g = data.gaussian_rows(runs, gaussian_rows, seed=seed)
-    lin = data.linear_rows(runs, linear_rows, d, seed=seed)
-    g.insert(0, EXPERIMENT, "gaussian")
-    lin.insert(0, EXPERIMENT, "linear")
-    rows = pd.concat([g, lin], ignore_index=True)
-    with open(path, "w") as f:
-        for rec in rows.to_dict("records"):
-            f.write(
-                json.dumps({k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
-                + "\n"
-            )
 
 
 def split_arms(rows: pd.DataFrame) -> dict[tuple[str, str | None], pd.DataFrame]:
@@ -97,7 +80,7 @@ def generate(ctx: Any) -> pd.DataFrame:
     arms = split_arms(ctx.training_set)
     k = ctx.round_index - 1
     rng = ctx.rng
-    sigma = float(ctx.params.get("sigma", 1.0))
+    sigma = noise_variance(ctx.params) ** 0.5
     out = []
     for exp in EXPERIMENTS:
         m = _real_per_run(arms, exp)
@@ -122,50 +105,107 @@ def generate(ctx: Any) -> pd.DataFrame:
     return table
 
 
-def history(rows: pd.DataFrame, last_round: int, *, data_seed: int = 0, seed: int = 0) -> pd.DataFrame:
-    """Every arm's error for the models fitted on the training sets of rounds 0..last_round."""
-    recs = []
-    arms = split_arms(rows)
+METRICS = ("gaussian_median_var", "gaussian_mean_sq", "linear_error_ratio")
+SERIES = "collapse_series"  # p/coverage key: every figure of rounds 0..r, {metric_policy: [value per round]}
+
+
+def round_figures(
+    arms: dict[tuple[str, str | None], pd.DataFrame],
+    k: int,
+    *,
+    w_true: np.ndarray,
+    base: float,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every arm's numbers for the models fitted on the training sets of round k: {metric_policy: value}.
+
+    `base` is the expected OLS error on the real data at the run's noise, sigma^2 d / (T-d-1), so the linear
+    ratio is the theory's (replace: n, accumulate: sum 1/i^2) at any sigma^2.
+    """
+    out: dict[str, float] = {}
+    for policy in POLICIES:
+        g = gaussian.fit(arm_training_set(arms, "gaussian", policy, k, seed))
+        runs, w = linear.fit(arm_training_set(arms, "linear", policy, k, seed))
+        out[f"gaussian_median_var_{policy}"] = float(g["var"].median())
+        out[f"gaussian_mean_sq_{policy}"] = float((g["mean"] ** 2).mean())
+        out[f"linear_error_ratio_{policy}"] = float((linear.excess_error(w, w_true[runs]) / base).mean())
+    return out
+
+
+def _truth(arms: dict, data_seed: int, sigma2: float) -> tuple[np.ndarray, float]:
+    """(true weights per run, the OLS error on the real data at noise sigma2) of the recipe that wrote the seed."""
     lin_real = arms[("linear", None)]
     d = len(linear.features(lin_real))
     t = _real_per_run(arms, "linear")
     n_runs = int(lin_real[data.RUN].max()) + 1
-    w_true = data.true_weights(n_runs, d, data_seed)
-    base = theory.ols_error(d, t)
-    for k in range(last_round + 1):
+    return data.true_weights(n_runs, d, data_seed), theory.ols_error(d, t, sigma2)
+
+
+def history(
+    rows: pd.DataFrame, last_round: int, *, data_seed: int = 0, seed: int = 0, sigma2: float = 1.0
+) -> pd.DataFrame:
+    """Every arm's error for the models fitted on the training sets of rounds 0..last_round, recomputed from the
+    rows (the report's fallback when no earlier round's figures are stored, and the reference its tests use)."""
+    arms = split_arms(rows)
+    w_true, base = _truth(arms, data_seed, sigma2)
+    series = {
+        key: [value]
+        for key, value in round_figures(arms, 0, w_true=w_true, base=base, seed=seed).items()
+    }
+    for k in range(1, last_round + 1):
+        for key, value in round_figures(arms, k, w_true=w_true, base=base, seed=seed).items():
+            series[key].append(value)
+    return series_frame(series)
+
+
+def series_frame(series: dict[str, list[float]]) -> pd.DataFrame:
+    """{metric_policy: [value per round]} as the long table (round, policy, metric, value) the plot reads."""
+    recs = []
+    for metric in METRICS:
         for policy in POLICIES:
-            g = gaussian.fit(arm_training_set(arms, "gaussian", policy, k, seed))
-            runs, w = linear.fit(arm_training_set(arms, "linear", policy, k, seed))
-            ratio = linear.excess_error(w, w_true[runs]) / base
-            recs += [
-                {
-                    "round": k,
-                    "policy": policy,
-                    "metric": "gaussian_median_var",
-                    "value": float(g["var"].median()),
-                },
-                {
-                    "round": k,
-                    "policy": policy,
-                    "metric": "gaussian_mean_sq",
-                    "value": float((g["mean"] ** 2).mean()),
-                },
-                {"round": k, "policy": policy, "metric": "linear_error_ratio", "value": float(ratio.mean())},
-            ]
-    return pd.DataFrame(recs)
+            for k, value in enumerate(series.get(f"{metric}_{policy}", [])):
+                recs.append({"round": k, "policy": policy, "metric": metric, "value": value})
+    return pd.DataFrame(recs, columns=["round", "policy", "metric", "value"])
+
+
+def stored_series(previous_coverage: dict[str, Any] | None, rounds: int) -> dict[str, list[float]] | None:
+    """The figures of rounds 0..rounds-1 from round r-1's stored coverage, or None when they are not there
+    (round 1, a light-mode run, a store written before they were kept) or do not cover exactly those rounds."""
+    raw = (previous_coverage or {}).get(SERIES)
+    if raw is None:
+        return None
+    series = json.loads(raw) if isinstance(raw, str) else raw
+    keys = [f"{m}_{p}" for m in METRICS for p in POLICIES]
+    if not isinstance(series, dict) or any(len(series.get(k, ())) != rounds for k in keys):
+        return None
+    return {k: [float(v) for v in series[k]] for k in keys}
 
 
 def report(ctx: Any) -> dict[str, Any]:
-    """Report function: this round's numbers per arm and the plot of error against round per policy."""
+    """Report function: this round's numbers per arm and the plot of error against round per policy.
+
+    O(new round): the figures of rounds 0..r-1 come from round r-1's stored coverage (`collapse_series`, which
+    this function wrote there), so only round r's models are fitted; without them every round is recomputed.
+    """
     rows = ctx.training_set
     r = ctx.round_index
-    hist = history(rows, r, data_seed=int(ctx.params.get("data_seed", 0)), seed=_subsample_seed(ctx))
-    m = _real_per_run(split_arms(rows), "gaussian")
+    seed = _subsample_seed(ctx)
+    sigma2 = noise_variance(ctx.params)
+    arms = split_arms(rows)
+    w_true, base = _truth(arms, int(ctx.params.get("data_seed", 0)), sigma2)
+    series = stored_series(getattr(ctx, "previous_coverage", None), r)
+    if series is None:
+        series = {k: [v] for k, v in round_figures(arms, 0, w_true=w_true, base=base, seed=seed).items()}
+        for k in range(1, r):
+            for key, value in round_figures(arms, k, w_true=w_true, base=base, seed=seed).items():
+                series[key].append(value)
+    last = round_figures(arms, r, w_true=w_true, base=base, seed=seed)
+    series = {k: [*v, last[k]] for k, v in series.items()}
+    hist = series_frame(series)
+    m = _real_per_run(arms, "gaussian")
     rounds = pd.Index(range(r + 1))
-    last = hist[hist["round"] == r]
-    out: dict[str, Any] = {
-        f"{rec.metric}_{rec.policy}": round(rec.value, 6) for rec in last.itertuples(index=False)
-    }
+    out: dict[str, Any] = {k: round(v, 6) for k, v in last.items()}
+    out[SERIES] = series
     out["collapse_plot"] = panels_png(
         [
             {
@@ -195,6 +235,12 @@ def report(ctx: Any) -> dict[str, Any]:
     return out
 
 
+def noise_variance(params: dict[str, Any]) -> float:
+    """The linear experiment's noise variance sigma^2 (generator option `sigma2`, default 1): the generator labels
+    with it and the report divides by the OLS error at it. It must be the one the seed was written with."""
+    return float(params.get("sigma2", 1.0))
+
+
 def _subsample_seed(ctx: Any) -> int:
     """The accumulate_subsample arm draws its rows with this seed (and the round): the generator and the report
     must draw the same rows, whatever request seed a round used."""
@@ -204,8 +250,3 @@ def _subsample_seed(ctx: Any) -> int:
 def _metric(hist: pd.DataFrame, metric: str) -> pd.DataFrame:
     return hist[hist["metric"] == metric][["round", "policy", "value"]]
 
-
-if __name__ == "__main__":
-    import sys
-
-    write_seed(sys.argv[1], runs=20, gaussian_rows=20, linear_rows=30, d=5, seed=0)

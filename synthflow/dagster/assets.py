@@ -377,10 +377,20 @@ def _round_asset(
         ),
         dg.AssetCheckSpec("unique_ids", asset=ts_key, description="No two rows share an id."),
     ]
+    if spec.diversity.collapse_warning.enabled:
+        ts_checks.append(
+            dg.AssetCheckSpec(
+                "collapse_warning",
+                asset=ts_key,
+                blocking=True,
+                description="The round's rows are not narrowing against the seed over the last "
+                "diversity.collapse_warning.window rounds (spread, clusters reached, Vendi, distinct-2).",
+            )
+        )
     cov_key = keys.key("coverage")
     cov_checks = [
         dg.AssetCheckSpec(
-            name, asset=cov_key, description=f"Cumulative {metric} against diversity.{field_name}."
+            name, asset=cov_key, description=f"{'This round' if name == 'max_mmd' else 'Cumulative'} {metric} against diversity.{field_name}."
         )
         for name, field_name, metric, _ in COVERAGE_GATES
         if getattr(spec.diversity, field_name) is not None

@@ -73,13 +73,16 @@ class PythonContext:
 
 @dataclass(frozen=True)
 class ReportContext:
-    """What the optional report function gets after the round: the round's new training set."""
+    """What the optional report function gets after the round: the round's new training set, and round r-1's
+    stored coverage row (`previous_coverage`; None in round 1 or when nothing is stored), so a report can carry
+    its figures forward instead of recomputing every earlier round."""
 
     training_set: pd.DataFrame
     real: pd.DataFrame
     round_index: int
     params: dict[str, Any] = field(default_factory=dict)
     group_by: tuple[str, ...] = ()
+    previous_coverage: dict[str, Any] | None = None
 
 
 def load_target(target: str, search: Sequence[Path] = ()) -> Callable[..., Any]:
@@ -157,6 +160,7 @@ class PythonGenerator:
         self.model_version = code_version([f for f in (self._fn, self._report) if f], params)
         self._prepared: dict[str, Any] | None = None
         self._fit_hash = "unfit"
+        self._previous_coverage: dict[str, Any] | None = None
 
     @property
     def model_id(self) -> str:
@@ -169,6 +173,10 @@ class PythonGenerator:
     def prepare_round(self, previous: pd.DataFrame | None, real: pd.DataFrame, round_index: int) -> None:
         self._prepared = {"previous": previous, "real": real, "round_index": round_index}
         self._fit_hash = f"{fit_hash(previous, real)}-r{round_index}"
+
+    def prepare_report(self, previous_coverage: dict[str, Any] | None) -> None:
+        """Round r-1's stored coverage row, handed to the report function (RoundSession calls this)."""
+        self._previous_coverage = previous_coverage
 
     def generate(
         self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
@@ -199,7 +207,10 @@ class PythonGenerator:
     def report(self, training_set: pd.DataFrame, real: pd.DataFrame, round_index: int) -> dict[str, Any]:
         if self._report is None:
             return {}
-        out = self._report(ReportContext(training_set, real, round_index, dict(self.params), self.group_by))
+        ctx = ReportContext(
+            training_set, real, round_index, dict(self.params), self.group_by, self._previous_coverage
+        )
+        out = self._report(ctx)
         if not isinstance(out, dict):
             raise PythonGeneratorError(
                 f"report function {self._report_target} returned {type(out).__name__}; expected a dict"

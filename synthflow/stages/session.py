@@ -32,6 +32,7 @@ from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import appended_rows, real_rows, schema_problems
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
+from synthflow.stages.diversity import reference as distance
 from synthflow.stages.generate import CachingGenerator, GenerationStats
 from synthflow.stages.round import PromptPlanner, RoundInputs, RoundOutput, run_round
 from synthflow.stages.verifiers.base import Needs
@@ -40,6 +41,7 @@ from synthflow.store import Store, VersionRecord
 
 SYNTHETIC_POOL_TABLE = "synthetic"
 FAILED_CHECKS = "failed_checks"  # version-record meta: names of the blocking checks this version failed
+FAILED_REASONS = "failed_check_reasons"  # version-record meta: {check: why}, for checks that say (collapse_warning)
 # The training-set checks whose failure keeps a version out of every later round and downstream read.
 BLOCKING_TRAINING_SET_CHECKS = ("schema", "keeps_previous_rows")
 
@@ -101,8 +103,10 @@ def passing_record(
         raise RoundInputError(f"{what} has not been materialized")
     failed = failed_checks(rec)
     if failed:
+        reasons = rec.meta.get(FAILED_REASONS) or {}
+        why = "".join(f" ({c}: {reasons[c]})" for c in failed if c in reasons)
         raise RoundInputError(
-            f"{what} (version {rec.version}) failed its blocking check {', '.join(repr(c) for c in failed)}; "
+            f"{what} (version {rec.version}) failed its blocking check {', '.join(repr(c) for c in failed)}{why}; "
             "no round reads it: fix the input and materialize it again"
         )
     return rec
@@ -329,6 +333,21 @@ class RoundSession:
             )
         )
 
+    def _collapse_check(self, coverage: Mapping[str, Any]) -> list[CheckOutcome]:
+        """The blocking collapse_warning on the training set (when the spec turns it on), its trend read from the
+        stored coverage of the last window - 1 rounds (a light-mode round has none stored: too few to judge)."""
+        cfg = self.spec.diversity.collapse_warning
+        if not cfg.enabled or (self.checks is not None and distance.COLLAPSE_CHECK not in self.checks):
+            return []
+        parts = self.partitions[:-1][-(cfg.window - 1) :] if self.persist else []
+        frames = [self.store.read_or_none(self.store_name, "coverage", p) for p in parts]
+        earlier = [f.iloc[0].to_dict() for f in frames if f is not None and len(f)]
+        outcome = distance.collapse_check(self.spec, coverage, earlier)
+        if outcome is None:
+            return []
+        passed, metadata = outcome
+        return [CheckOutcome("training_set", distance.COLLAPSE_CHECK, passed, True, metadata)]
+
     def _finish(
         self, reads: RoundReads, out: RoundOutput, planner: PromptPlanner, generator: Generator
     ) -> RoundResult:
@@ -337,11 +356,11 @@ class RoundSession:
         # an object column that Parquet stores typed anyway. Check the table as it is stored, not that artefact.
         out = dataclasses.replace(out, training_set=out.training_set.infer_objects())
         extras = seed_map_stage.coverage_extras(planner, r, plot=self.plots)
-        coverage = {**out.coverage, **extras}
+        coverage = {**out.coverage, **extras, **distance.round_figures(planner, spec, r)}
         cov_frame = pd.DataFrame([flatten({k: v for k, v in coverage.items() if not isinstance(v, bytes)})])
         checks = training_set_checks(spec, reads.previous, out.training_set, only=self.checks) + [
             c for c in coverage_checks(spec, coverage) if self.checks is None or c.name in self.checks
-        ]
+        ] + self._collapse_check(coverage)
         if not self.persist:
             return RoundResult(out, reads.previous, coverage, cov_frame, {}, checks, generator)
         failed = [c.name for c in checks if c.asset == "training_set" and c.blocking and not c.passed]
@@ -358,7 +377,7 @@ class RoundSession:
                 name, SYNTHETIC_POOL_TABLE, out.new_synthetic.reset_index(drop=True), partition=part
             )
         # Written even when a blocking check failed (for audit); the record's failed_checks keeps it out of reads.
-        ts_meta = {FAILED_CHECKS: failed} if failed else None
+        ts_meta = {**({FAILED_CHECKS: failed} if failed else {}), **_failure_reasons(checks)} or None
         added = appended_rows(reads.previous, out.training_set)
         if added is not None and reads.previous_record is not None:
             # Issue 14: a training set that is r-1's plus new rows is stored by appending only those rows to r-1's
@@ -371,6 +390,15 @@ class RoundSession:
                 name, "training_set", out.training_set, partition=part, meta=ts_meta
             )
         return RoundResult(out, reads.previous, coverage, cov_frame, records, checks, generator)
+
+
+def _failure_reasons(checks: Sequence[CheckOutcome]) -> dict[str, Any]:
+    reasons = {
+        c.name: c.metadata["reason"]
+        for c in checks
+        if c.asset == "training_set" and c.blocking and not c.passed and "reason" in c.metadata
+    }
+    return {FAILED_REASONS: reasons} if reasons else {}
 
 
 def flatten(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -435,6 +463,7 @@ COVERAGE_GATES = (
     ("min_vendi", "min_vendi", "vendi", lambda v, t: v >= t),
     ("max_kl", "max_kl", "kl_seed_vs_synthetic", lambda v, t: v <= t),
     ("max_under_covered", "max_under_covered", "under_covered_clusters", lambda v, t: v <= t),
+    ("max_mmd", "max_mmd", distance.MMD, lambda v, t: v <= t),  # this round's rows vs the seed
 )
 
 

@@ -110,6 +110,17 @@ class GapPlanner:
 
     # -- extras for p/coverage ---------------------------------------------------------------------------------
 
+    def round_rows(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """This round's accepted rows so far: (embeddings, seed-map labels, texts)."""
+        return self.synthetic_vectors(cumulative=False), self.labels(cumulative=False), list(self._texts)
+
+    def seed_rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Seed-map rows at `positions`: (embeddings, their clusters, texts); embeds only those rows."""
+        pos = np.asarray(positions, dtype=np.int64)
+        texts = _texts(self.seed.iloc[self._seed_pos[pos].astype(np.int64)])
+        vectors = self.embedder.encode(texts) if len(texts) else np.empty((0, self.seed_map.dim), np.float32)
+        return vectors, self.seed_map.labels[pos], texts
+
     def synthetic_vectors(self, cumulative: bool = True) -> np.ndarray:
         parts = ([self._prev_vectors] if cumulative else []) + self._vectors
         return np.concatenate(parts) if parts else np.empty((0, self.seed_map.dim), dtype=np.float32)
