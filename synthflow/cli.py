@@ -1,4 +1,4 @@
-"""The `synthflow` command line: validate, run, versions, export, ui, smoke-model, migrate-store."""
+"""The `synthflow` command line: validate, run, preview, versions, export, ui, smoke-model, migrate-store."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def main() -> None:
     Examples:
       synthflow validate assets/*.yaml
       synthflow run assets/math_word_problems.yaml --rounds 2
+      synthflow preview assets/math_word_problems.yaml -n 5
       synthflow versions assets/math_word_problems.yaml training_set
       synthflow export assets/math_word_problems.yaml --to ./exports/math
       synthflow ui
@@ -164,6 +165,57 @@ def run(spec_path: str, rounds: int, profile: str | None, project_root: str | No
         store = Store(prof.store_root())
         click.echo("")
         click.echo(accepted_rows_report(store, spec.name, spec, summaries[-1].partition))
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-n", "rows", default=5, show_default=True, type=click.IntRange(min=1), help="Accepted rows to aim for."
+)
+@click.option("--profile", "-p", default=None, help="Resource profile in resources/ (default: $SYNTHFLOW_PROFILE or local).")
+@project_root_option
+def preview(spec_path: str, rows: int, profile: str | None, project_root: str | None) -> None:
+    """Generate and verify a few rows without materializing anything, print each with every verifier's verdict,
+    and estimate a full round (candidates, requests, tokens, time, cost) from the measured rates.
+
+    Nothing is written: no store table, no cache, no Dagster run.
+
+    \b
+    Example:
+      synthflow preview assets/support_questions.yaml -n 5 --profile local
+    """
+    from synthflow.dagster.resources import EmbedderResource, GeneratorResource
+    from synthflow.stages.preview import PreviewError, format_preview, run_preview
+    from synthflow.stages.seed import SeedLoadError
+    from synthflow.stages.session import pipeline_needs
+
+    root = _project_root(spec_path, project_root)
+    spec = _spec_or_exit(spec_path)
+    prof = _profile_or_exit(profile, root)
+    needs = pipeline_needs(spec)
+    missing = [g for g in needs.generators if g not in prof.generators]
+    missing += [e for e in needs.embedders if e not in prof.embedders]
+    if missing:
+        click.echo(f"error: {spec.name} needs {missing}, which the profile {prof.name!r} does not have", err=True)
+        sys.exit(2)
+    resources = {g: GeneratorResource.from_profile(prof.generators[g]) for g in needs.generators}
+    embedder = EmbedderResource.from_profile(prof.embedders[needs.embedders[0]], None) if needs.embedders else None
+    click.echo(f"synthflow: previewing {spec.name} ({rows} rows) with profile {prof.name!r}; nothing is stored")
+    try:
+        result = run_preview(
+            spec,
+            generators={g: res.get for g, res in resources.items()},
+            embedder=embedder.get if embedder is not None else None,
+            prices={g: prof.generators[g].price for g in needs.generators},
+            n=rows,
+        )
+    except (PreviewError, SeedLoadError) as e:
+        click.echo(f"error: seed of {spec.name}: {e}", err=True)
+        sys.exit(1)
+    finally:
+        for res in resources.values():
+            res.teardown_after_execution(None)
+    click.echo(format_preview(result, [v.label for v in spec.verify], spec.output_columns))
 
 
 @main.command()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from synthflow.generators.backends import check_options, get_backend
 from synthflow.paths import state_dir
-from synthflow.spec import SpecError, _field_path, _line_of, load_yaml
+from synthflow.spec import Price, SpecError, _field_path, _line_of, load_yaml
 
 DEFAULT_PROFILE = "local"
 
@@ -34,9 +34,19 @@ class GeneratorProfile(_Strict):
     model: str = "smoke"
     fallback: str | None = None  # "smoke": run on the smoke model when `model` cannot be loaded
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the backend's constructor
-    prices: dict[str, float] | None = (
-        None  # {"prompt_per_1k": .., "completion_per_1k": ..} for cost estimates
-    )
+    # USD per million tokens, what generate.budget's max_usd and the round's cost are counted at; 0: local model.
+    price: Price = Price()
+    prices: Any = None  # the earlier per-1k form, refused with the new form's name
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_moved(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError(
+                "`prices` (per 1k tokens) is now `price: {input_per_mtok: USD, output_per_mtok: USD}` "
+                "(USD per million tokens)"
+            )
+        return None
 
     @field_validator("backend")
     @classmethod

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 Listener = Callable[[str, int, int], None]  # (label, done, total)
 _listeners: list[Listener] = []
+# The latest note of each label (a round's running cost, stages/budget.py), shown beside its bar and in the log.
+_notes: dict[str, str] = {}
 
 
 @contextmanager
@@ -21,19 +23,38 @@ def listening(listener: Listener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def reporter(label: str, log: Callable[[str], None], every_pct: int = 10) -> Callable[[int, int], None]:
-    """A (done, total) callback that logs every `every_pct` percent and feeds any listener on each call."""
-    last = {"pct": -every_pct}
+def note_of(label: str) -> str:
+    return _notes.get(label, "")
 
-    def report(done: int, total: int) -> None:
+
+class Reporter:
+    """A (done, total) callback that logs every `every_pct` percent and feeds any listener on each call; `note`
+    sets a short text (the running cost) that follows the count in the log and on the bar."""
+
+    def __init__(self, label: str, log: Callable[[str], None], every_pct: int = 10):
+        self.label, self.log, self.every_pct = label, log, every_pct
+        self.last_pct = -every_pct
+        self.done = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
         for listener in list(_listeners):
-            listener(label, done, total)
+            listener(self.label, done, total)
         pct = int(100 * done / max(total, 1))
-        if pct >= last["pct"] + every_pct or done == total:
-            last["pct"] = pct
-            log(f"{label}: {done}/{total} ({pct}%)")
+        if pct >= self.last_pct + self.every_pct or done == total:
+            self.last_pct = pct
+            note = note_of(self.label)
+            self.log(f"{self.label}: {done}/{total} ({pct}%)" + (f", {note}" if note else ""))
 
-    return report
+    def note(self, text: str) -> None:
+        _notes[self.label] = text
+        for listener in list(_listeners) if self.total else ():
+            listener(self.label, self.done, self.total)
+
+
+def reporter(label: str, log: Callable[[str], None], every_pct: int = 10) -> Reporter:
+    _notes.pop(label, None)  # a new round's bar starts without the last one's cost
+    return Reporter(label, log, every_pct)
 
 
 @contextmanager
@@ -50,6 +71,9 @@ def tqdm_bars() -> Iterator[None]:
                 bar.close()
             bar = bars[label] = tqdm(total=total, desc=label, unit="req", leave=False, disable=None)
         bar.n = done
+        note = note_of(label)
+        if note:
+            bar.set_postfix_str(note, refresh=False)
         bar.refresh()
 
     with listening(listener):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -77,8 +77,9 @@ def failures_metadata(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def usage_metadata(
-    stats: GenerationStats, generator: Generator, prices: dict[str, float] | None, fallback_reason: str | None
+    stats: GenerationStats, generator: Generator, coverage: Mapping[str, Any], fallback_reason: str | None
 ) -> dict[str, Any]:
+    """`coverage`: the round's, whose spend (stages/budget.py) is shown beside the generator's own counts."""
     u = stats.usage
     out: dict[str, Any] = {
         "generator": generator.label,
@@ -93,12 +94,9 @@ def usage_metadata(
         "failures": json.dumps(u.failures, sort_keys=True),
         "wall_seconds": round(u.wall_seconds, 3),
     }
-    if prices:
-        out["cost_estimate_usd"] = round(
-            u.prompt_tokens / 1000 * prices.get("prompt_per_1k", 0.0)
-            + u.completion_tokens / 1000 * prices.get("completion_per_1k", 0.0),
-            6,
-        )
+    for k in ("round_tokens", "round_cost_usd", "pipeline_tokens", "pipeline_cost_usd"):
+        if k in coverage:
+            out[k] = coverage[k]
     if fallback_reason:
         out["smoke_model_fallback"] = fallback_reason
     return out

@@ -17,6 +17,7 @@ from pydantic import PrivateAttr
 
 from synthflow.generators import Generator, make_generator
 from synthflow.profiles import EmbedderProfile, GeneratorProfile, Profile
+from synthflow.spec import Price
 from synthflow.store import Store
 
 
@@ -65,7 +66,7 @@ class GeneratorResource(dg.ConfigurableResource):
     model: str
     fallback: str | None = None
     options_json: str = "{}"
-    prices_json: str = "null"
+    price_json: str = "{}"  # the profile's `price` (USD per million tokens)
 
     _generator: Generator | None = PrivateAttr(default=None)
     _fallback_reason: str | None = PrivateAttr(default=None)
@@ -77,12 +78,12 @@ class GeneratorResource(dg.ConfigurableResource):
             model=p.model,
             fallback=p.fallback,
             options_json=json.dumps(p.options, sort_keys=True),
-            prices_json=json.dumps(p.prices),
+            price_json=p.price.model_dump_json(),
         )
 
     @property
-    def prices(self) -> dict[str, float] | None:
-        return json.loads(self.prices_json)
+    def price(self) -> Price:
+        return Price.model_validate_json(self.price_json)
 
     @property
     def fallback_reason(self) -> str | None:

@@ -20,6 +20,7 @@ from synthflow.generators.base import Generator
 from synthflow.generators.tables import table_candidates
 from synthflow.spec import PipelineSpec
 from synthflow.stages.accumulate import build_training_set, synthetic_rows
+from synthflow.stages.budget import BudgetMeter
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.coverage import round_counts
@@ -80,6 +81,8 @@ class RoundInputs:
     progress: Callable[[int, int], None] | None = None
     # Every synthetic row accepted in rounds < r (kept or not): accumulate_subsample draws from it when given.
     pool: pd.DataFrame | None = None
+    # The round's spend against generate.budget (stages/budget.py); None: a meter at zero prices (tokens still count).
+    meter: BudgetMeter | None = None
 
 
 @dataclass
@@ -104,7 +107,7 @@ class RoundOutput:
 
 
 def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: int) -> int:
-    remaining_budget = spec.generate.budget - generated
+    remaining_budget = spec.generate.candidate_limit - generated
     needed = wanted - accepted
     rate = accepted / generated if generated else 1.0
     # Ask for what the acceptance rate so far says is needed, with a margin, but never more than a batch.
@@ -115,7 +118,8 @@ def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: 
 def run_round(inp: RoundInputs) -> RoundOutput:
     spec = inp.spec
     wanted = spec.generate.rows_per_round
-    budget = spec.generate.budget
+    budget = spec.generate.candidate_limit
+    meter = inp.meter or BudgetMeter(spec)
     verifiers = [build_verifier(v) for v in spec.verify]
     planner = inp.planner or UniformPlanner(inp.seed, spec.generate.few_shot)
     # Only verifiers read the earlier synthetic rows; filtering a pool of millions of rows is not free.
@@ -144,7 +148,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     cand_frames: list[pd.DataFrame] = []
     verified_frames: list[pd.DataFrame] = []
     accepted = generated = batch_index = 0
-    while accepted < wanted and generated < budget:
+    while accepted < wanted and generated < budget and meter.stop_reason() is None:
         gen_start = time.perf_counter()
         if table_rows:
             parsed, batch_stats = _table_batch(inp, min(wanted, budget - generated), batch_index, generated)
@@ -173,6 +177,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         if table_rows:
             generating_s += time.perf_counter() - gen_start
         stats.merge(batch_stats)
+        meter.charge_batch(cands, dag.stats if dag is not None else None)
         verified = run_chain(parsed, verifiers, ctx)
         # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
         over = verified.index[verified["accepted"]][max(0, wanted - accepted) :]
@@ -195,9 +200,12 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         inp.log(
             f"round {inp.round_index} batch {batch_index}: {len(cands)} candidates "
             f"({batch_stats.from_cache} from cache), {len(newly)} accepted; {accepted}/{wanted} accepted, "
-            f"{generated}/{budget} of the candidate budget spent"
+            f"{generated}/{budget} of the candidate budget spent; {meter.progress_text()}"
         )
-    stop_reason = TARGET_REACHED if accepted >= wanted else BUDGET_EXHAUSTED
+        meter.announce(inp.progress)
+    stop_reason = TARGET_REACHED if accepted >= wanted else (meter.stop_reason() or BUDGET_EXHAUSTED)
+    if stop_reason not in (TARGET_REACHED, BUDGET_EXHAUSTED):
+        inp.log(f"round {inp.round_index}: stopped with {accepted}/{wanted} rows: {meter.stop_detail(stop_reason)}")
     if stop_reason == BUDGET_EXHAUSTED:
         inp.log(
             f"round {inp.round_index}: candidate budget of {budget} spent with {accepted}/{wanted} rows accepted"
@@ -233,6 +241,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         "stop_reason": stop_reason,
         "rows_wanted": wanted,
         "candidate_budget": budget,
+        **meter.report(),
         **round_counts(verified_all if len(verified_all) else _empty_verified()),
         **planner.report(),
         "generator_idle_fraction": round(1 - generating_s / round_s, 4) if round_s > 0 else 0.0,
