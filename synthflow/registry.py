@@ -117,6 +117,8 @@ verifiers: Registry = Registry(
         "synthflow.stages.verifiers.code_tests",
         "synthflow.stages.verifiers.python_fn",
         "synthflow.stages.verifiers.semantic_dedup",
+        "synthflow.stages.verifiers.decontaminate",
+        "synthflow.stages.verifiers.pii",
     ),
 )
 backends: Registry = Registry("generator backend", "synthflow.backends", ("synthflow.generators.backends",))

@@ -36,6 +36,7 @@ from synthflow.stages.session import (
     RoundSession,
     pipeline_needs,
 )
+from synthflow.stages.verifiers import decontaminate
 from synthflow.store import Store
 
 ROUND_OUTPUTS = ("candidates", "verified", "coverage", "training_set")
@@ -377,6 +378,15 @@ def _round_asset(
         ),
         dg.AssetCheckSpec("unique_ids", asset=ts_key, description="No two rows share an id."),
     ]
+    if decontaminate.has_check(spec):
+        ts_checks.append(
+            dg.AssetCheckSpec(
+                decontaminate.CHECK_NAME,
+                asset=ts_key,
+                blocking=True,
+                description="No row added this round shares an n-gram with a benchmark of the decontaminate verifier.",
+            )
+        )
     if spec.diversity.collapse_warning.enabled:
         ts_checks.append(
             dg.AssetCheckSpec(

@@ -249,6 +249,8 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         "training_real_rows": int((training_set["_source"] == "real").sum()),
         "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
     }
+    if ctx.state.get("verifier_stats"):  # what verifiers counted over the round (pii types, code_tests isolation)
+        coverage["verifier_stats"] = ctx.state["verifier_stats"]
     if dag is not None:
         coverage.update(dag.report(verified_all))
     if hasattr(inp.generator, "report"):

@@ -35,6 +35,7 @@ from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.diversity import reference as distance
 from synthflow.stages.generate import CachingGenerator, GenerationStats
 from synthflow.stages.round import PromptPlanner, RoundInputs, RoundOutput, run_round
+from synthflow.stages.verifiers import decontaminate
 from synthflow.stages.verifiers.base import Needs
 from synthflow.stages.verifiers.registry import validate_params
 from synthflow.store import Store, VersionRecord
@@ -43,7 +44,7 @@ SYNTHETIC_POOL_TABLE = "synthetic"
 FAILED_CHECKS = "failed_checks"  # version-record meta: names of the blocking checks this version failed
 FAILED_REASONS = "failed_check_reasons"  # version-record meta: {check: why}, for checks that say (collapse_warning)
 # The training-set checks whose failure keeps a version out of every later round and downstream read.
-BLOCKING_TRAINING_SET_CHECKS = ("schema", "keeps_previous_rows")
+BLOCKING_TRAINING_SET_CHECKS = ("schema", "keeps_previous_rows", decontaminate.CHECK_NAME)
 
 
 class RoundInputError(RuntimeError):
@@ -455,6 +456,12 @@ def training_set_checks(
     if wanted("unique_ids"):
         dup = int(training_set["_id"].duplicated().sum())
         out.append(outcome("unique_ids", dup == 0, {"duplicate_ids": dup}))
+    # Only where a decontaminate entry asks for it (the Dagster check exists then too: decontaminate.has_check).
+    contamination = decontaminate.training_set_check(spec, previous, training_set) if wanted(
+        decontaminate.CHECK_NAME
+    ) else None
+    if contamination is not None:
+        out.append(outcome(decontaminate.CHECK_NAME, *contamination))
     return out
 
 

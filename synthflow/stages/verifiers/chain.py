@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from synthflow.stages.verifiers.base import VERDICT_COLUMNS, Verifier, VerifyContext
+from synthflow.stages.verifiers.rewrite import apply_rewrites
 
 
 def run_chain(rows: pd.DataFrame, verifiers: Sequence[Verifier], ctx: VerifyContext) -> pd.DataFrame:
@@ -32,6 +33,7 @@ def run_chain(rows: pd.DataFrame, verifiers: Sequence[Verifier], ctx: VerifyCont
         verdict = verifier(out.loc[live], ctx)
         if not verdict.index.equals(live):
             raise ValueError(f"verifier {name!r} returned verdicts for other rows than it was given")
+        verdict = apply_rewrites(out, verdict, ctx.spec)  # a redacting verifier's new field values
         for c in verdict.columns:
             out[f"{name}_{c}"] = verdict[c].reindex(out.index)
         failed = verdict.index[~verdict["ok"].astype(bool)]
