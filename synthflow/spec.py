@@ -189,6 +189,31 @@ class ColumnDef(BaseModel):
         return registry.columns.get(self.type).params.model_validate(self.entry)
 
 
+class Price(Strict):
+    """What one profile generator costs, in USD per million tokens (profile `generators.<name>.price`).
+    0 by default: a local model costs nothing per token."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)  # prompt tokens
+    output_per_mtok: float = Field(default=0.0, ge=0)  # completion tokens
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class BudgetLimits(Strict):
+    """Token and money limits of a round or of the whole pipeline (None: no limit)."""
+
+    max_tokens: int | None = Field(default=None, ge=1)  # prompt + completion tokens, LLM verifiers included
+    max_usd: float | None = Field(default=None, gt=0)  # at the profile's prices
+
+
+class BudgetSpec(Strict):
+    """`generate.budget`: `round` limits each round, `pipeline` the sum over every round (stages/budget.py)."""
+
+    round: BudgetLimits = BudgetLimits()
+    pipeline: BudgetLimits = BudgetLimits()
+
+
 class GenerateSpec(Strict):
     generator: str = "generator"  # name of a generator in the resource profile (the default of llm columns)
     system: TemplateStr | None = None
@@ -201,6 +226,7 @@ class GenerateSpec(Strict):
     columns: list[ColumnDef] | None = Field(default=None, min_length=1)  # the DAG of columns (docs/columns.md)
     rows_per_round: int = Field(default=20, ge=1)  # accepted rows wanted per round
     candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
+    budget: BudgetSpec = BudgetSpec()  # tokens and USD per round and per pipeline, beside the candidate count
     batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
     store_every: int = Field(default=8, ge=1)  # results per compacted cache chunk; each result is logged as it arrives (docs/generation.md)
     sampling: SamplingSpec = SamplingSpec()
@@ -240,7 +266,7 @@ class GenerateSpec(Strict):
         return self
 
     @property
-    def budget(self) -> int:
+    def candidate_limit(self) -> int:
         return self.candidate_budget or 4 * self.rows_per_round
 
     @property

@@ -25,6 +25,7 @@ from synthflow.dagster.translator import (
 from synthflow.progress import reporter
 from synthflow.spec import PipelineSpec
 from synthflow.stages import seed_map as seed_map_stage
+from synthflow.stages.budget import PIPELINE_BUDGET_CHECK
 from synthflow.stages.columns.dag import SHARES_CHECK, share_gates
 from synthflow.stages.round_plots import coverage_history, rounds_plot, verdicts_plot
 from synthflow.stages.schema import column_failures, failures_frame, storable
@@ -405,6 +406,15 @@ def _round_asset(
         for name, field_name, metric, _ in COVERAGE_GATES
         if getattr(spec.diversity, field_name) is not None
     ]
+    pipeline_budget = spec.generate.budget.pipeline
+    if pipeline_budget.max_tokens is not None or pipeline_budget.max_usd is not None:
+        cov_checks.append(
+            dg.AssetCheckSpec(
+                PIPELINE_BUDGET_CHECK,
+                asset=cov_key,
+                description="The pipeline's tokens and cost over rounds <= r within generate.budget.pipeline.",
+            )
+        )
     if share_gates(spec):
         cov_checks.append(
             dg.AssetCheckSpec(
@@ -444,9 +454,10 @@ def _round_asset(
             },
             embedder=emb_res.get if emb_res is not None else None,
             progress=reporter(f"round {r} generation", context.log.info),
+            prices={name: getattr(context.resources, key).price for name, key in gen_keys.items()},
         )
         out, recs, cov = result.output, result.records, result.coverage
-        usage = md.usage_metadata(result.stats, result.generator, main.prices, main.fallback_reason)
+        usage = md.usage_metadata(result.stats, result.generator, cov, main.fallback_reason)
         yield dg.MaterializeResult(
             asset_key=keys.key("candidates"),
             data_version=dg.DataVersion(recs["candidates"].version),

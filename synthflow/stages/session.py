@@ -27,9 +27,18 @@ import pandas as pd
 
 from synthflow.generators.base import Generator
 from synthflow.registry import policies
-from synthflow.spec import PipelineSpec
+from synthflow.spec import PipelineSpec, Price
 from synthflow.stages import seed_map as seed_map_stage
 from synthflow.stages.accumulate import appended_rows, real_rows, schema_problems
+from synthflow.stages.budget import (
+    PIPELINE_BUDGET_CHECK,
+    SPEND_META,
+    BudgetMeter,
+    Spend,
+    pipeline_budget_check,
+    recorded_spend,
+    round_spend,
+)
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.diversity import reference as distance
@@ -128,6 +137,7 @@ class RoundReads:
     pool: pd.DataFrame | None
     # The version record `previous` was read from: the base a training set that only adds rows is appended to.
     previous_record: VersionRecord | None = None
+    spent: Spend = field(default_factory=Spend)  # what rounds 1..r-1 recorded (generate.budget.pipeline)
 
 
 @dataclass
@@ -152,16 +162,20 @@ class RoundResult:
 class _LazyGenerators(Mapping[str, Generator]):
     """Generators the verifiers call (LLM judges), created only when a verifier asks, behind the round's cache."""
 
-    def __init__(self, factories: Mapping[str, Callable[[], Generator]], cache: ResultCache):
+    def __init__(
+        self, factories: Mapping[str, Callable[[], Generator]], cache: ResultCache, meter: BudgetMeter | None = None
+    ):
         self._factories = factories
         self._cache = cache
+        self._meter = meter
         self._made: dict[str, Generator] = {}
 
     def __getitem__(self, name: str) -> Generator:
         if name not in self._made:
             if name not in self._factories:
                 raise KeyError(name)
-            self._made[name] = CachingGenerator(self._factories[name](), self._cache)
+            gen: Generator = CachingGenerator(self._factories[name](), self._cache)
+            self._made[name] = self._meter.metered(name, gen) if self._meter is not None else gen
         return self._made[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -222,7 +236,8 @@ class RoundSession:
                 raise RoundInputError(f"round {r} ({self.partition}) cannot run: {e}") from None
             previous = self.store.read_record(previous_record)
         pool = self._pool() if self.spec.accumulate.policy == "accumulate_subsample" else None
-        return RoundReads(seed, self._real(seed), previous, pool, previous_record)
+        spent = recorded_spend(self.store, name, self.partitions[:-1])
+        return RoundReads(seed, self._real(seed), previous, pool, previous_record, spent)
 
     def _real(self, seed: pd.DataFrame) -> pd.DataFrame:
         spec, name = self.spec, self.store_name
@@ -264,6 +279,7 @@ class RoundSession:
             result.output.training_set,
             pool,
             result.records.get("training_set"),
+            reads.spent + round_spend(result.coverage),
         )
 
     def run(
@@ -274,9 +290,11 @@ class RoundSession:
         embedder: Callable[[], Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
         planner: PromptPlanner | None = None,
+        prices: Mapping[str, Price] | None = None,
     ) -> RoundResult:
         """Run the round on `reads` and store every table. `generators`: factories by profile name; `planner`:
-        the caller's own (default: the GapPlanner over the stored seed map, or uniform sampling).
+        the caller's own (default: the GapPlanner over the stored seed map, or uniform sampling); `prices`: the
+        profile generators' prices (default 0), which generate.budget's USD limits are counted at.
 
         Holds the store's lock of (pipeline, partition) throughout: a second run of the same round on the same
         store raises synthflow.store.LockHeld naming the holder instead of generating the round twice. A round
@@ -298,7 +316,8 @@ class RoundSession:
                 )
                 planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
             try:
-                out = self._generate(reads, generator, generators, cache, emb, planner, progress)
+                meter = BudgetMeter(spec, prices, reads.spent)
+                out = self._generate(reads, generator, generators, cache, emb, planner, progress, meter)
             finally:
                 if not self.keep_cache and store.fs.exists(cache.dir):
                     store.fs.rm(cache.dir, recursive=True)
@@ -313,6 +332,7 @@ class RoundSession:
         emb: Any | None,
         planner: PromptPlanner,
         progress: Callable[[int, int], None] | None,
+        meter: BudgetMeter | None = None,
     ) -> RoundOutput:
         spec, r = self.spec, self.round_index
         self.log(f"round {r} ({self.partition}): generating with {generator.label}")
@@ -325,12 +345,13 @@ class RoundSession:
                 previous=reads.previous,
                 generator=generator,
                 cache=cache,
-                generators=_LazyGenerators(generators, cache),
+                generators=_LazyGenerators(generators, cache, meter),
                 embedder=emb,
                 planner=planner,
                 pool=reads.pool,
                 log=self.log,
                 progress=progress,
+                meter=meter,
             )
         )
 
@@ -369,7 +390,10 @@ class RoundSession:
             "candidates": store.write(name, "candidates", out.candidates, partition=part),
             "verified": store.write(name, "verified", out.accepted.reset_index(drop=True), partition=part),
             "rejected": store.write(name, "rejected", out.rejected.reset_index(drop=True), partition=part),
-            "coverage": store.write(name, "coverage", cov_frame, partition=part),
+            # The round's spend in the record's meta: what later rounds add up for the pipeline budget.
+            "coverage": store.write(
+                name, "coverage", cov_frame, partition=part, meta={SPEND_META: round_spend(coverage).as_meta()}
+            ),
         }
         if (
             out.new_synthetic is not None
@@ -490,6 +514,9 @@ def coverage_checks(spec: PipelineSpec, coverage: Mapping[str, Any]) -> list[Che
                 {"value": "not measured (no embedder)" if value is None else value, "threshold": threshold},
             )
         )
+    spend = pipeline_budget_check(spec, coverage)  # generate.budget.pipeline
+    if spend is not None:
+        out.append(CheckOutcome("coverage", PIPELINE_BUDGET_CHECK, spend[0], False, spend[1]))
     shares = columns_dag.share_check(spec, dict(coverage))  # category columns with max_share_deviation
     if shares is not None:
         out.append(CheckOutcome("coverage", columns_dag.SHARES_CHECK, shares[0], False, shares[1]))
