@@ -109,7 +109,7 @@ def run_preview(
         result.coverage,
         requests,
         seconds,
-        estimate_round(spec, len(out.verified), len(out.accepted), requests, result.coverage, seconds),
+        estimate_round(spec, len(out.verified), _passed(out.verified), requests, result.coverage, seconds),
     )
 
 
@@ -172,6 +172,13 @@ def format_preview(result: PreviewResult, verifier_names: list[str], columns: li
         "nothing was written: no store table, no Dagster run",
     ]
     return "\n".join(lines)
+
+
+def _passed(verified: pd.DataFrame) -> int:
+    """Candidates that passed every verifier, those past the preview's small quota included: the acceptance rate."""
+    if not len(verified):
+        return 0
+    return int((verified["accepted"] | (verified["rejected_by"] == "quota")).sum())
 
 
 def _missing(value: Any) -> bool:
