@@ -182,3 +182,40 @@ def test_the_pipeline_budget_adds_up_recorded_rounds_and_its_check_fails_when_pa
         assert "> max_usd $9" in failed.metadata["over"].value
         seeds = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=keys.key("seed")), limit=10)
         assert len(seeds.records) == 1
+
+
+def test_llm_judge_calls_count_towards_the_round_budget_at_the_judges_price(project, smoke_generator):
+    """The python backend's rows cost no tokens; the smoke model judging them does, at the judge's own price, and
+    those tokens alone reach the round's max_tokens."""
+    from synthflow.generators.python_backend import PythonGenerator
+
+    (project / "assets" / "data" / "words.jsonl").write_text('{"text": "one seed sentence"}\n')
+    path = project / "assets" / "words.yaml"
+    path.write_text(
+        "name: words\n"
+        "seed:\n  source: data/words.jsonl\n  text: text\n  columns:\n    - {name: text, type: string}\n"
+        "generate:\n  generator: words\n  prompt: write\n  few_shot: 0\n"
+        "  output_schema: {type: object, properties: {text: {type: string}}, required: [text]}\n"
+        "  rows_per_round: 8\n  candidate_budget: 16\n  budget: {round: {max_tokens: 500}}\n"
+        "verify:\n  - type: llm_judge\n    judge: judge\n    max_tokens: 16\n"
+        "diversity:\n  enabled: false\n"
+    )
+    spec = load_spec(path)
+    seed = load_seed(spec.seed, spec.base_dir)
+    session = RoundSession(
+        spec, Store(f"memory://budget-{uuid.uuid4().hex}"), spec.name, ["r1"], persist=False, plots=False,
+        keep_cache=False,
+    )  # fmt: skip
+    words = PythonGenerator("tests.test_preview:words")
+    result = session.run(
+        RoundReads(seed, real_rows(seed, ["text"], 0), None, None),
+        generators={"words": lambda: words, "judge": lambda: smoke_generator},
+        prices={"judge": PRICE},
+    )
+    cov = result.coverage
+    judge = cov["cost_by_generator"]["judge"]
+    assert judge["prompt_tokens"] > 0 and judge["completion_tokens"] > 0
+    assert cov["cost_by_generator"]["words"]["usd"] == 0.0
+    assert cov["round_tokens"] == judge["prompt_tokens"] + judge["completion_tokens"] >= 500
+    assert cov["round_cost_usd"] == pytest.approx(PRICE.cost(judge["prompt_tokens"], judge["completion_tokens"]), abs=1e-5)
+    assert cov["stop_reason"] == MAX_TOKENS and len(result.output.candidates) == 8  # one block, then the stop
