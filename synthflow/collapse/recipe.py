@@ -144,7 +144,9 @@ def profile_dict(p: StudyParams, store_root: str) -> dict[str, Any]:
     }
 
 
-def write_study(project: str | Path, p: StudyParams, *, profile: str = GENERATOR) -> dict[str, Path]:
+def write_study(
+    project: str | Path, p: StudyParams, *, profile: str = GENERATOR, store_root: str = ".synthflow/store"
+) -> dict[str, Path]:
     """Seed, spec and profile under a project root (assets/, resources/); returns their paths."""
     root = Path(project)
     seed = root / "assets" / "data" / "collapse" / f"{p.name}_seed.jsonl"
@@ -154,23 +156,23 @@ def write_study(project: str | Path, p: StudyParams, *, profile: str = GENERATOR
         path.parent.mkdir(parents=True, exist_ok=True)
     write_seed(seed, p)
     spec.write_text(yaml.safe_dump(spec_dict(p, str(seed.relative_to(spec.parent))), sort_keys=False))
-    prof.write_text(yaml.safe_dump(profile_dict(p, ".synthflow/store"), sort_keys=False))
+    prof.write_text(yaml.safe_dump(profile_dict(p, store_root), sort_keys=False))
     return {"seed": seed, "spec": spec, "profile": prof}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The study's parameters as options (shared with `python -m bench collapse`)."""
-    d = StudyParams()
-    parser.add_argument("--d", type=int, default=d.d, help=f"linear regression features (default {d.d})")
-    parser.add_argument("--T", dest="t", type=int, default=d.t, help=f"linear rows a run (default {d.t})")
-    parser.add_argument("--M", dest="m", type=int, default=d.m, help=f"Gaussian rows a run (default {d.m})")
-    parser.add_argument("--sigma2", type=float, default=d.sigma2, help="linear noise variance (default 1)")
+def add_arguments(parser: argparse.ArgumentParser, *, d: int, t: int, m: int, sigma2: float = 1.0) -> None:
+    """The study's parameters as options, with the caller's defaults (shared with `python -m bench collapse`)."""
+    parser.add_argument("--d", type=int, default=d, help=f"linear regression features (default {d})")
+    parser.add_argument("--T", dest="t", type=int, default=t, help=f"linear rows a run (default {t})")
+    parser.add_argument("--M", dest="m", type=int, default=m, help=f"Gaussian rows a run (default {m})")
+    parser.add_argument("--sigma2", type=float, default=sigma2, help=f"linear noise variance (default {sigma2:g})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m synthflow.collapse.recipe", description=__doc__.split("\n\n")[0])
     ap.add_argument("project", help="project root: writes assets/<name>.yaml, its seed and resources/<profile>.yaml")
-    add_arguments(ap)
+    defaults = StudyParams()
+    add_arguments(ap, d=defaults.d, t=defaults.t, m=defaults.m, sigma2=defaults.sigma2)
     ap.add_argument("--runs", type=int, default=StudyParams().runs, help="independent runs of every arm")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--profile", default=GENERATOR, help="name of the profile to write (default: collapse)")

@@ -304,6 +304,8 @@ class RoundSession:
         with guard:
             spec, store, name = self.spec, self.store, self.store_name
             generator = generators[spec.generate.generator]()
+            if hasattr(generator, "prepare_report"):  # python backend: its report carries figures forward
+                generator.prepare_report(next(iter(self.earlier_coverage(1)), None))
             # One cache for the round's generator and its verifiers' judges. A cache dropped after the round is
             # never read again, so its results need not go out in chunks while the round runs.
             cache = ResultCache(store, name, chunk_size=spec.generate.store_every if self.keep_cache else 1 << 30)
@@ -355,16 +357,20 @@ class RoundSession:
             )
         )
 
+    def earlier_coverage(self, n: int) -> list[dict[str, Any]]:
+        """The stored coverage rows of the last `n` rounds before this one, oldest first (none in light mode):
+        per-round figures later rounds read back instead of recomputing them."""
+        parts = self.partitions[:-1][-n:] if self.persist and n > 0 else []
+        frames = [self.store.read_or_none(self.store_name, "coverage", p) for p in parts]
+        return [f.iloc[0].to_dict() for f in frames if f is not None and len(f)]
+
     def _collapse_check(self, coverage: Mapping[str, Any]) -> list[CheckOutcome]:
         """The blocking collapse_warning on the training set (when the spec turns it on), its trend read from the
         stored coverage of the last window - 1 rounds (a light-mode round has none stored: too few to judge)."""
         cfg = self.spec.diversity.collapse_warning
         if not cfg.enabled or (self.checks is not None and distance.COLLAPSE_CHECK not in self.checks):
             return []
-        parts = self.partitions[:-1][-(cfg.window - 1) :] if self.persist else []
-        frames = [self.store.read_or_none(self.store_name, "coverage", p) for p in parts]
-        earlier = [f.iloc[0].to_dict() for f in frames if f is not None and len(f)]
-        outcome = distance.collapse_check(self.spec, coverage, earlier)
+        outcome = distance.collapse_check(self.spec, coverage, self.earlier_coverage(cfg.window - 1))
         if outcome is None:
             return []
         passed, metadata = outcome

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthflow.stages.diversity.vectors import unit_rows
-
 
 def subsample(x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     """At most `max_rows` rows of `x`, drawn without replacement (all of them, in order, when there are fewer)."""
     if len(x) <= max_rows:
         return np.asarray(x)
     return np.asarray(x)[np.sort(rng.choice(len(x), max_rows, replace=False))]
+
+
+def _unit64(x: np.ndarray) -> np.ndarray:
+    """Unit rows in float64 (the samples are small; float32 rounding would show in the kernel sums)."""
+    v = np.array(x, dtype=np.float64)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norms > 0, norms, 1.0)
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,8 +58,7 @@ def mmd2_unbiased(
     """
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"MMD needs at least 2 rows a side, got {len(x)} and {len(y)}")
-    a = unit_rows(x).astype(np.float64) if normalize else np.asarray(x, dtype=np.float64)
-    b = unit_rows(y).astype(np.float64) if normalize else np.asarray(y, dtype=np.float64)
+    a, b = (_unit64(v) if normalize else np.asarray(v, dtype=np.float64) for v in (x, y))
     h2 = median_bandwidth(b) if bandwidth is None else float(bandwidth)
     m, n = len(a), len(b)
     kxx = np.exp(-_sq_dists(a, a) / (2 * h2))
