@@ -68,6 +68,32 @@ def test_n_samples_usage_cost_and_reproducibility(openai_env: VLLMServer) -> Non
     assert first == second
 
 
+def test_server_n_is_one_request_per_prompt(openai_env: VLLMServer) -> None:
+    """The samples of a prompt go out as one request with the server's own `n`, counted by the server itself; each
+    comes back as its own result under its own key. server_n: false sends one seeded request per sample."""
+    reqs = [_req(p, seed=5, index=i) for p in ("alpha prompt", "beta prompt") for i in range(3)]
+    gen = _gen()
+    before = openai_env.chat_requests()
+    out = {r.key(SERVED_MODEL): res for r, res in gen.generate(reqs)}
+    assert openai_env.chat_requests() - before == 2 and gen.usage.server_requests == 2
+    assert len(out) == 6 and gen.usage.requests == 6
+    for res in out.values():
+        assert res.error is None and 0 < res.completion_tokens <= 8 and res.prompt_tokens > 0
+        assert res.reasoning_tokens is None  # vLLM reports it only with --reasoning-parser
+    for p in range(2):
+        assert len({out[r.key(SERVED_MODEL)].text for r in reqs[3 * p : 3 * p + 3]}) == 3  # samples differ
+
+    # A later sample alone (what a resumed round misses) is one request for it alone.
+    before = openai_env.chat_requests()
+    [(_, late)] = gen.generate([_req("alpha prompt", seed=5, index=3)])
+    assert late.error is None and openai_env.chat_requests() - before == 1
+
+    plain = _gen(server_n=False)
+    before = openai_env.chat_requests()
+    assert all(res.error is None for _, res in plain.generate(reqs))
+    assert openai_env.chat_requests() - before == 6 and plain.usage.server_requests == 6
+
+
 def test_guided_json(openai_env: VLLMServer) -> None:
     reqs = [_req("answer in json", seed=s, schema=SCHEMA, max_tokens=64) for s in range(3)]
     results = list(_gen().generate(reqs))

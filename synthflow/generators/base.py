@@ -80,13 +80,17 @@ class GenerationResult:
     finish_reason: str | None = None
     error: str | None = None
     retries: int = 0
+    # What the server reported (usage.completion_tokens_details.reasoning_tokens); None when it reported nothing,
+    # and callers then estimate the reasoning's share of completion_tokens themselves.
+    reasoning_tokens: int | None = None
 
 
 @dataclass
 class Usage:
     """Counted by every backend, reported in p/candidates metadata."""
 
-    requests: int = 0
+    requests: int = 0  # samples (results), whatever number of server requests they took
+    server_requests: int = 0  # requests sent to the server or engine (one per run with server-side n)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
@@ -106,9 +110,77 @@ class Usage:
 ProgressCallback = Callable[[int, int], None]  # (done, total)
 
 
+def supports_n(generator: object) -> bool:
+    """Whether a generator asks its server for the n samples of a prompt in one request (vLLM `n`, OpenAI `n`).
+    Backends say so with a `supports_n = True` attribute; without it they get one seeded request per sample.
+    A wrapper without the attribute (budget metering) answers for the generator it wraps (`inner`)."""
+    value = getattr(generator, "supports_n", None)
+    if value is None:
+        inner = getattr(generator, "inner", None)
+        return inner is not None and inner is not generator and supports_n(inner)
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """Samples of one prompt with consecutive sample indexes, sent as ONE server request with n = len(requests).
+
+    The server seeds sample c of a request with `seed + c` (vLLM's rule for n > 1), so the run's seed is
+    sample_seed(seed, 0) + its first sample index: sample i of a prompt has the same server seed whether it came
+    in a run of all n or alone (a resumed round that misses only some samples sends just those, as shorter runs).
+    """
+
+    requests: tuple[GenerationRequest, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.requests)
+
+    @property
+    def seed(self) -> int:
+        first = self.requests[0]
+        return sample_seed(first.seed, 0) + first.sample_index
+
+
+def sample_runs(requests: Iterable[GenerationRequest]) -> list[SampleRun]:
+    """Requests grouped into runs: same messages, sampling, schema and seed, consecutive sample indexes (in the
+    order the prompts first appear). A backend with server-side n sends each run as one request."""
+    groups: dict[tuple, list[GenerationRequest]] = {}
+    for r in requests:
+        sig = (r.messages, r.sampling, json.dumps(r.json_schema, sort_keys=True), r.seed)
+        groups.setdefault(sig, []).append(r)
+    runs: list[SampleRun] = []
+    for members in groups.values():
+        members.sort(key=lambda r: r.sample_index)
+        current: list[GenerationRequest] = []
+        for r in members:
+            if current and r.sample_index != current[-1].sample_index + 1:  # a gap, or a duplicate: a new run
+                runs.append(SampleRun(tuple(current)))
+                current = []
+            current.append(r)
+        runs.append(SampleRun(tuple(current)))
+    return runs
+
+
+def split_count(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` (integers summing to `total`): what each of the n samples of one
+    request gets of the usage the server reports for the whole request."""
+    if not weights:
+        return []
+    if sum(weights) <= 0:
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    shares[-1] += total - sum(shares)
+    return shares
+
+
 @runtime_checkable
 class Generator(Protocol):
-    """A text generation backend. `model_id` names the weights actually used (goes into provenance)."""
+    """A text generation backend. `model_id` names the weights actually used (goes into provenance).
+
+    Optional capability: `supports_n = True` (see supports_n()): the backend sends each SampleRun of the requests
+    it gets as one server request with n samples, and still yields one result per request (per sample key)."""
 
     @property
     def model_id(self) -> str: ...

@@ -23,6 +23,12 @@ Failures:
   `timeout_s` (long, since one generation may legitimately take minutes): while requests are in flight and nothing
   has answered for a while, GET {base}/models probes the server, and after `hung_after_s` with no answer at all
   (no completion, no HTTP status, no probe reply) generate() raises EndpointUnavailable.
+
+Samples of one prompt (same messages, sampling, schema and seed; consecutive sample indexes: a SampleRun) go out as
+ONE request with `n` = their number (`server_n`, on by default: vLLM, SGLang and OpenAI take `n`; turn it off for a
+server that does not, then each sample is its own seeded request). The response's usage is for the whole request:
+prompt tokens are split evenly over its samples, completion and reasoning tokens in proportion to each sample's text,
+so the sums are what the server counted. A retry re-sends the whole run.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ from synthflow.generators.base import (
     GenerationRequest,
     GenerationResult,
     ProgressCallback,
+    SampleRun,
     Usage,
+    sample_runs,
     sample_seed,
+    split_count,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +111,7 @@ class OpenAIGenerator:
         prices: Mapping[str, float] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         label: str | None = None,
+        server_n: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -120,6 +130,7 @@ class OpenAIGenerator:
         self.probe_timeout_s = float(probe_timeout_s)
         self.prices = dict(prices) if prices is not None else None
         self.extra_body = dict(extra_body or {})
+        self.supports_n = bool(server_n)  # the capability run_generation and llm columns read (base.supports_n)
         self.usage = Usage()
 
     @property
@@ -153,19 +164,24 @@ class OpenAIGenerator:
             u.prompt_tokens * self.prices["prompt_per_1k"] + u.completion_tokens * self.prices["completion_per_1k"]
         ) / 1000.0
 
-    def request_body(self, request: GenerationRequest) -> dict[str, Any]:
-        """The chat completions body for one sample (n=1, its own seed so samples differ and are reproducible)."""
+    def runs(self, requests: list[GenerationRequest]) -> list[SampleRun]:
+        """What goes out as one request each: runs of samples with server n, else one sample per request."""
+        return sample_runs(requests) if self.supports_n else [SampleRun((r,)) for r in requests]
+
+    def request_body(self, request: GenerationRequest, *, n: int = 1, seed: int | None = None) -> dict[str, Any]:
+        """The chat completions body for `n` samples of `request`'s prompt. Without `seed`: one sample with its
+        own seed (sample_seed of its index), so seeded samples differ and are reproducible."""
         s = request.sampling
         body: dict[str, Any] = {
             "model": self._model,
             "messages": request.chat(),
-            "n": 1,
+            "n": n,
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
             "presence_penalty": s.presence_penalty,
             "frequency_penalty": s.frequency_penalty,
-            "seed": sample_seed(request.seed, request.sample_index),
+            "seed": sample_seed(request.seed, request.sample_index) if seed is None else seed,
         }
         if s.stop:
             body["stop"] = list(s.stop)
@@ -229,6 +245,7 @@ class _Run:
     def __init__(self, gen: OpenAIGenerator, reqs: list[GenerationRequest], base_url: str, api_key: str | None):
         self.gen = gen
         self.reqs = reqs
+        self.runs = gen.runs(reqs)
         self.base_url = base_url
         self.api_key = api_key
         self.endpoint = retry.redact_url(base_url)
@@ -251,10 +268,11 @@ class _Run:
         with self._lock:
             self._outstanding -= 1
 
-    def _take_slot(self) -> bool:
+    def _take_slots(self, n: int) -> bool:
+        # A run of n samples takes n slots (at most all of them, or a run larger than the pool never starts).
         with self._lock:
-            if self._outstanding < self.gen.max_concurrency:
-                self._outstanding += 1
+            if self._outstanding + min(n, self.gen.max_concurrency) <= self.gen.max_concurrency:
+                self._outstanding += n
                 return True
             return False
 
@@ -288,10 +306,10 @@ class _Run:
             timeout=gen.timeout_s,
         )
         async with client:
-            pending = iter(self.reqs)
+            pending = iter(self.runs)
             workers = [
                 asyncio.create_task(self._worker(client, pending))
-                for _ in range(min(gen.max_concurrency, len(self.reqs)))
+                for _ in range(min(gen.max_concurrency, len(self.runs)))
             ]
             tasks = [*workers, asyncio.create_task(self._watchdog(client, workers))]
             try:
@@ -343,39 +361,47 @@ class _Run:
             return
         self.last_answer = time.monotonic()
 
-    async def _worker(self, client: openai.AsyncOpenAI, pending: Iterator[GenerationRequest]) -> None:
+    async def _worker(self, client: openai.AsyncOpenAI, pending: Iterator[SampleRun]) -> None:
         # A fixed pool of workers pulling from one iterator bounds concurrency like a semaphore would, without
         # creating a task per request for rounds of 100k requests.
-        for request in pending:
+        for run in pending:
             # Backpressure: never more than max_concurrency results sent and not yet taken by the consumer. A slow
             # consumer (a loaded machine) would otherwise let results pile up unstored, and a killed round would
             # re-send them all; with it, a resumed round re-sends at most what was in flight.
-            while not self._take_slot():
+            while not self._take_slots(run.n):
                 await asyncio.sleep(0.002)
-            result = await self._one(client, request)
+            results = await self._one(client, run)
             if self._batch is None:
                 self._batch = []
                 asyncio.get_running_loop().call_soon(self._flush)
-            self._batch.append((request, result))
+            self._batch.extend(zip(run.requests, results, strict=True))
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
         if batch:
             self.out.put(batch)
 
-    async def _one(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> GenerationResult:
+    async def _one(self, client: openai.AsyncOpenAI, run: SampleRun) -> list[GenerationResult]:
+        """The results of one run (one request), one per sample; a failure is every sample's failure."""
         gen = self.gen
-        key = request.key(gen.model_id)
-        body = gen.request_body(request)
+        keys = [r.key(gen.model_id) for r in run.requests]
+        first = run.requests[0]
+        body = gen.request_body(first, n=run.n, seed=run.seed) if gen.supports_n else gen.request_body(first)
         retries = 0
         first_failure_at: float | None = None
+
+        def failed(message: str) -> list[GenerationResult]:
+            return [GenerationResult(key=k, text="", model=gen.model_id, error=message, retries=retries) for k in keys]
+
         while True:
-            result, failure = await self._attempt(client, key, body)
-            if result is not None:
+            gen.usage.server_requests += 1
+            results, failure = await self._attempt(client, keys, body)
+            if results is not None:
                 self.last_success = time.monotonic()
-                self.completed += 1
-                result.retries = retries
-                return result
+                self.completed += len(results)
+                for result in results:
+                    result.retries = retries
+                return results
             assert failure is not None
             if first_failure_at is None:
                 # When the failure came back, not when the attempt went out: a request that was in flight when the
@@ -387,7 +413,7 @@ class _Run:
                     self.endpoint, message, retries=self.retries_spent, unfinished=len(self.reqs) - self.completed
                 )
             if failure.kind not in retry.RETRYABLE:
-                return GenerationResult(key=key, text="", model=gen.model_id, error=message, retries=retries)
+                return failed(message)
             if retries >= gen.max_retries:
                 message = f"{message} (after {retries} retries)"
                 if self.last_success < first_failure_at:
@@ -398,16 +424,16 @@ class _Run:
                         retries=self.retries_spent,
                         unfinished=len(self.reqs) - self.completed,
                     )
-                return GenerationResult(key=key, text="", model=gen.model_id, error=message, retries=retries)
+                return failed(message)
             retries += 1
             self.retries_spent += 1
             delay = gen.backoff.delay(retries, self.rng, failure.retry_after_s)
-            log.debug("retry %d of %s in %.2fs after %s", retries, key, delay, message)
+            log.debug("retry %d of %s in %.2fs after %s", retries, keys[0], delay, message)
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self, client: openai.AsyncOpenAI, key: str, body: dict[str, Any]
-    ) -> tuple[GenerationResult | None, _Failure | None]:
+        self, client: openai.AsyncOpenAI, keys: list[str], body: dict[str, Any]
+    ) -> tuple[list[GenerationResult] | None, _Failure | None]:
         known = {k: v for k, v in body.items() if k in _CREATE_PARAMS}
         extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMS}
         self._in_flight += 1
@@ -434,26 +460,46 @@ class _Run:
         finally:
             self._in_flight -= 1
         try:
-            data = json.loads(raw.content)
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            message = choice["message"]
-            text = message.get("content") or ""
-            # A reasoning parser on the server (vLLM --reasoning-parser) returns the reasoning apart; keep it the way
-            # reasoning models write it inline, so the cache stores one text and llm columns split it off again.
-            reasoning = message.get("reasoning_content") or message.get("reasoning")
-            if reasoning:
-                text = f"<think>{reasoning}</think>{text}"
-            return GenerationResult(
-                key=key,
-                text=text,
-                model=self.gen.model_id,
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-                finish_reason=choice.get("finish_reason"),
-            ), None
+            return _results(json.loads(raw.content), keys, self.gen.model_id), None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return None, _Failure(retry.INVALID_RESPONSE, f"unreadable response ({type(exc).__name__}: {exc})")
+
+
+def _results(data: dict[str, Any], keys: list[str], model: str) -> list[GenerationResult]:
+    """One result per key from a chat completions response with len(keys) choices (matched by `index`)."""
+    choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
+    if len(choices) != len(keys):
+        raise ValueError(f"{len(choices)} choices for n={len(keys)} (a server without `n`? set server_n: false)")
+    usage = data.get("usage") or {}
+    texts, thoughts = [], []
+    for choice in choices:
+        message = choice["message"]
+        text = message.get("content") or ""
+        # A reasoning parser on the server (vLLM --reasoning-parser) returns the reasoning apart; keep it the way
+        # reasoning models write it inline, so the cache stores one text and llm columns split it off again.
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        thoughts.append(len(reasoning))
+        texts.append(f"<think>{reasoning}</think>{text}" if reasoning else text)
+    details = usage.get("completion_tokens_details") or {}
+    server_reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    n = len(keys)
+    prompt = split_count(int(usage.get("prompt_tokens") or 0), [1] * n)
+    completion = split_count(int(usage.get("completion_tokens") or 0), [len(t) for t in texts])
+    reasoning_split = (
+        split_count(int(server_reasoning), thoughts) if server_reasoning is not None else [None] * n
+    )
+    return [
+        GenerationResult(
+            key=key,
+            text=text,
+            model=model,
+            prompt_tokens=prompt[i],
+            completion_tokens=completion[i],
+            finish_reason=choice.get("finish_reason"),
+            reasoning_tokens=reasoning_split[i],
+        )
+        for i, (key, text, choice) in enumerate(zip(keys, texts, choices, strict=True))
+    ]
 
 
 # Body fields that chat.completions.create() takes by name; anything else (top_k, min_tokens, ...) is a server

