@@ -40,6 +40,8 @@ PROVENANCE_COLUMNS = [
     "_exemplar_ids",
     "_scores",
 ]
+# Only on pipelines with generate.columns (stages/columns/dag.py makes them); real rows leave them empty.
+COLUMN_PROVENANCE = ["_column_provenance", "_parent_id"]
 _STRATA = ["_source", "_round"]
 # DataFrame.attrs key: the training set is the previous one (its first n rows) followed by new rows only.
 APPENDED_TO = "synthflow.appended_to_previous"
@@ -81,6 +83,9 @@ def synthetic_rows(
     out["_prompt_hash"] = acc["prompt_hash"].values
     out["_exemplar_ids"] = acc["exemplar_ids"].values
     out["_scores"] = _scores_json(acc, verifier_names)
+    for col in COLUMN_PROVENANCE:  # column DAG rows: per llm column model and prompt hash; the row sampled from
+        if col.removeprefix("_") in acc.columns:
+            out[col] = pd.Series(acc[col.removeprefix("_")].values, index=out.index, dtype="str")
     return out
 
 
