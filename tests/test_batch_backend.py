@@ -112,7 +112,7 @@ class TestOpenAIBatchAPI:
         assert gen.submissions == [keys, [keys[-1]], [keys[-1]]]
         assert endpoint.lines_received - before == len(keys) + 2
         err = results[bad.key(SERVED_MODEL)].error
-        assert err.startswith("bad_request: http://127.0.0.1:") and "HTTP 400" in err, err
+        assert err.startswith(f"bad_request: {endpoint.base_url} batch batch_") and ": HTTP 400: " in err, err
         assert err.endswith("(after 3 attempts)") and results[bad.key(SERVED_MODEL)].retries == 2, err
         assert gen.usage.failures == {"bad_request": 1} and gen.usage.requests == len(keys)
         assert seen[-1] == (len(keys), len(keys)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -153,6 +153,28 @@ class TestOpenAIBatchAPI:
         assert again[: len(good)] == results[: len(good)]
 
 
+    def test_anthropic_message_batches_samples_schema_and_a_failing_request(
+        self, batch_api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The same endpoint's /v1/messages/batches, each request run on vLLM's Anthropic Messages API.
+        _, endpoint = batch_api
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", endpoint.root_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "batch-test-key")
+        good, bad = _cases()
+        gen = make_generator("openai_batch", SERVED_MODEL, transport="anthropic", poll_interval_s=0.2,
+                             retry_kinds=RETRY_BAD_REQUESTS, max_attempts=2)  # fmt: skip
+        params = gen.line(good[-1])["params"]
+        assert params["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+        assert params["top_k"] == 20 and params["stop_sequences"] == ["\n\n"] and "seed" not in params
+        results = _by_key(gen.generate([*good, bad]))
+        _check_good(good, results)
+        keys = [r.key(gen.model_id) for r in [*good, bad]]
+        assert gen.submissions == [keys, [keys[-1]]]
+        err = results[bad.key(SERVED_MODEL)].error
+        assert err.startswith(f"bad_request: {endpoint.root_url} message batch msgbatch_"), err
+        assert err.endswith("(after 2 attempts)"), err
+
+
 # -- (b) vLLM's own batch runner, a subprocess on the smoke model ----------------------------------------------
 
 
@@ -176,7 +198,7 @@ def test_vllm_run_batch_samples_schema_and_a_failing_line_retried_alone(vllm_mod
     second = [json.loads(x) for x in (work / "job-2.in.jsonl").read_text().splitlines()]
     assert [x["custom_id"] for x in second] == [keys[-1]]
     assert second[0]["body"] == OpenAIGenerator(SERVED_MODEL).request_body(bad)
-    assert results[bad.key(SERVED_MODEL)].error.startswith("bad_request: vllm run_batch: HTTP 400")
+    assert results[bad.key(SERVED_MODEL)].error.startswith("bad_request: vllm run_batch job-2: HTTP 400")
     assert results[bad.key(SERVED_MODEL)].error.endswith("(after 2 attempts)")
     # Sized explicitly on CPU, as the server fixture and the vllm engine are.
     log = (work / "job-1.log").read_text(errors="replace")
@@ -256,3 +278,18 @@ def test_a_dagster_round_on_vllm_run_batch_and_its_rematerialization_sends_nothi
         cand = meta[keys.key("candidates")].metadata
         assert cand["requests_sent"].value == 0 and cand["requests_from_cache"].value == 6
         assert sorted(p.name for p in work.glob("job-*.in.jsonl")) == jobs
+
+
+def test_a_run_batch_that_cannot_start_names_the_cause_and_its_log(tmp_path: Path) -> None:
+    require_vllm()
+    from synthflow.generators.batch_transports import BatchJobFailed
+
+    gen = BatchGenerator(str(tmp_path / "no-such-model"), transport="vllm", kv_cache_gib=0.25,
+                         work_dir=str(tmp_path / "jobs"))  # fmt: skip
+    good, _ = _cases()
+    with pytest.raises(BatchJobFailed) as e:
+        list(gen.generate(good[:2]))
+    msg = str(e.value)
+    assert msg.startswith("vllm run_batch job-1: exited with ") and "(log: " in msg, msg
+    assert "2 request(s) not completed" in msg, msg
+    print(msg)

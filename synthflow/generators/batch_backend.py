@@ -29,9 +29,20 @@ from typing import Any
 
 from synthflow.generators import retry
 from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
-from synthflow.generators.batch_transports import BatchJobFailed, OpenAIBatchAPI, VLLMRunBatch
+from synthflow.generators.batch_transports import (
+    AnthropicMessageBatches,
+    BatchJobFailed,
+    OpenAIBatchAPI,
+    VLLMRunBatch,
+)
 
-TRANSPORTS = ("openai", "vllm")
+TRANSPORTS = ("openai", "vllm", "anthropic")
+# Where each HTTP transport finds its server and key by default (names configurable; values only from the environment).
+_ENV = {
+    "openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"),
+    "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"),
+}
+ANTHROPIC_URL = "https://api.anthropic.com"
 # A line the server never answered (a job that expired, or an answer missing from the output).
 _UNANSWERED = retry.TIMEOUT
 DEFAULT_RETRY_KINDS = (*sorted(retry.RETRYABLE), retry.INVALID_RESPONSE)
@@ -50,8 +61,8 @@ class BatchGenerator:
         model: str,
         *,
         transport: str = "openai",
-        base_url_env: str = "OPENAI_BASE_URL",
-        api_key_env: str = "OPENAI_API_KEY",
+        base_url_env: str | None = None,
+        api_key_env: str | None = None,
         completion_window: str = "24h",
         poll_interval_s: float = 30.0,
         timeout_s: float = 60.0,
@@ -84,7 +95,8 @@ class BatchGenerator:
         self._model = served_model_name or model
         self._label = label
         # The openai backend builds the bodies (one copy of the body rules) and prices the usage.
-        self._bodies = OpenAIGenerator(self._model, base_url_env=base_url_env, api_key_env=api_key_env,
+        url_env, key_env = _ENV.get(transport, _ENV["openai"])
+        self._bodies = OpenAIGenerator(self._model, base_url_env=base_url_env or url_env, api_key_env=api_key_env or key_env,
                                        prices=prices, extra_body=extra_body)  # fmt: skip
         self.completion_window = completion_window
         self.poll_interval_s = float(poll_interval_s)
@@ -117,12 +129,35 @@ class BatchGenerator:
     def request_body(self, request: GenerationRequest) -> dict[str, Any]:
         return self._bodies.request_body(request)
 
+    def anthropic_params(self, request: GenerationRequest) -> dict[str, Any]:
+        """The Messages API params of one sample: the system turns go to `system`, the schema to
+        `output_config.format`; Anthropic has no seed and no presence/frequency penalties, so those are not sent
+        (samples of one prompt are then not reproducible)."""
+        s = request.sampling
+        system = "\n\n".join(c for r, c in request.messages if r == "system")
+        params: dict[str, Any] = {
+            "model": self._model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+            "messages": [{"role": r, "content": c} for r, c in request.messages if r != "system"],
+        }  # fmt: skip
+        if system:
+            params["system"] = system
+        if s.top_k > 0:
+            params["top_k"] = s.top_k
+        if s.stop:
+            params["stop_sequences"] = list(s.stop)
+        if request.json_schema is not None:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": request.json_schema}}
+        params.update(self._bodies.extra_body)
+        return params
+
     def estimate_cost(self, usage: Usage | None = None) -> float | None:
         """USD at `prices` (give the batch prices: usually half the interactive ones); None without prices."""
         return self._bodies.estimate_cost(usage or self.usage)
 
     def line(self, request: GenerationRequest) -> dict[str, Any]:
-        """One line of the batch input file."""
+        """One line of the batch input file (Message Batches: one request of the batch)."""
+        if self.transport == "anthropic":
+            return {"custom_id": request.key(self.model_id), "params": self.anthropic_params(request)}
         return {"custom_id": request.key(self.model_id), "method": "POST", "url": "/v1/chat/completions",
                 "body": self.request_body(request)}  # fmt: skip
 
@@ -170,7 +205,7 @@ class BatchGenerator:
                 ):
                     got = {o.get("custom_id"): o for o in outputs}
                     for cid in chunks[job]:
-                        result, kind = self._read(cid, got.get(cid), transport.where())
+                        result, kind = self._read(cid, got.get(cid), transport.where(transport.ids.get(job)))
                         if (
                             result.error is None
                             or kind not in self.retry_kinds
@@ -192,16 +227,20 @@ class BatchGenerator:
                 pending = retry_next
                 if not pending:
                     break
-        except BatchJobFailed as exc:
-            exc.unfinished = total - done
-            raise
+        except BatchJobFailed as exc:  # counted over the whole call, not the one job that failed
+            raise BatchJobFailed(exc.where, exc.detail, unfinished=total - done) from exc
         finally:
             transport.close()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
             self.usage.wall_seconds += time.perf_counter() - t0
 
-    def _transport(self, work_dir: Path) -> OpenAIBatchAPI | VLLMRunBatch:
+    def _transport(self, work_dir: Path) -> OpenAIBatchAPI | VLLMRunBatch | AnthropicMessageBatches:
+        if self.transport == "anthropic":
+            url = os.environ.get(self._bodies.base_url_env, "").strip() or ANTHROPIC_URL
+            return AnthropicMessageBatches(url, os.environ.get(self._bodies.api_key_env) or None,
+                                           poll_interval_s=self.poll_interval_s, timeout_s=self.timeout_s,
+                                           max_wait_s=self.max_wait_s, max_retries=self.http_retries)  # fmt: skip
         if self.transport == "vllm":
             return VLLMRunBatch(self._weights, self._model, work_dir=work_dir, max_model_len=self.max_model_len,
                                 dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, enforce_eager=self.enforce_eager,

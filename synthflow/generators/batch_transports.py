@@ -79,6 +79,7 @@ class OpenAIBatchAPI:
         self.max_wait_s = max_wait_s
         self.metadata = dict(metadata or {})
         self._open: set[str] = set()  # batches submitted and not yet ended: cancelled when the caller stops
+        self.ids: dict[int, str] = {}
 
     def where(self, job_id: str | None = None) -> str:
         return f"{self.endpoint} batch {job_id}" if job_id else self.endpoint
@@ -86,7 +87,7 @@ class OpenAIBatchAPI:
     def run_jobs(
         self, jobs: Sequence[bytes], progress: JobProgress
     ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        ids: dict[int, str] = {}
+        ids = self.ids = {}  # job index -> batch id, for the error messages of its lines
         try:
             for i, data in enumerate(jobs):
                 f = self._call("upload the batch input", self.client.files.create,
@@ -159,6 +160,133 @@ class OpenAIBatchAPI:
         self.client.close()
 
 
+# -- (c) Anthropic's Message Batches API ------------------------------------------------------------------------
+
+# errored results: the error type -> the HTTP status Anthropic gives it, so the kinds match the OpenAI lines'.
+_ANTHROPIC_STATUS = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403, "not_found_error": 404,
+    "request_too_large": 413, "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529,
+}  # fmt: skip
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+class AnthropicMessageBatches:
+    """messages.batches.create (the requests inline: `{"custom_id", "params"}`), then messages.batches.retrieve every
+    `poll_interval_s` until `processing_status == "ended"`, then messages.batches.results. Results are handed on in
+    the OpenAI batch line shape (a chat completion body, or an error with its status), so the backend reads one
+    format."""
+
+    def __init__(
+        self, base_url: str, api_key: str | None, *, poll_interval_s: float, timeout_s: float,
+        max_wait_s: float | None, max_retries: int,
+    ) -> None:  # fmt: skip
+        import anthropic  # only this transport needs the client
+
+        self._anthropic = anthropic
+        self.endpoint = retry.redact_url(base_url)
+        self.client = anthropic.Anthropic(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s,
+                                          max_retries=max_retries)  # fmt: skip
+        self.poll_interval_s = poll_interval_s
+        self.max_wait_s = max_wait_s
+        self._open: set[str] = set()
+        self.ids: dict[int, str] = {}
+
+    def where(self, job_id: str | None = None) -> str:
+        return f"{self.endpoint} message batch {job_id}" if job_id else self.endpoint
+
+    def run_jobs(
+        self, jobs: Sequence[bytes], progress: JobProgress
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        batches = self.client.messages.batches
+        ids = self.ids = {}  # job index -> batch id, for the error messages of its lines
+        try:
+            for i, data in enumerate(jobs):
+                b = self._call("create the message batch", batches.create, requests=read_jsonl(data.decode()))
+                ids[i] = b.id
+                self._open.add(b.id)
+                log.info(
+                    "message batch %s submitted to %s: %d request(s)", b.id, self.endpoint, data.count(b"\n")
+                )
+            started = time.monotonic()
+            waiting = dict(ids)
+            while waiting:
+                for i, job_id in list(waiting.items()):
+                    b = self._call("poll the message batch", batches.retrieve, job_id)
+                    c = b.request_counts
+                    answered = c.succeeded + c.errored + c.canceled + c.expired
+                    progress(i, answered)
+                    if b.processing_status != "ended":
+                        log.info("message batch %s: %s, %d/%d answered, %.0fs", job_id, b.processing_status,
+                                 answered, answered + c.processing, time.monotonic() - started)  # fmt: skip
+                        continue
+                    del waiting[i]
+                    self._open.discard(job_id)
+                    results = self._call("download the batch results", batches.results, job_id)
+                    yield i, [_openai_line(r.model_dump(mode="json")) for r in results]
+                if waiting:
+                    if self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s:
+                        raise BatchJobFailed(self.where(next(iter(waiting.values()))),
+                                             f"not finished after max_wait_s={self.max_wait_s:g}s (cancelled)",
+                                             unfinished=sum(jobs[i].count(b"\n") for i in waiting))  # fmt: skip
+                    time.sleep(self.poll_interval_s)
+        finally:
+            self.cancel()
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._anthropic.APIStatusError as exc:
+            raise BatchJobFailed(
+                self.where(), f"cannot {what}: HTTP {exc.status_code}: {exc.message}"
+            ) from exc
+        except self._anthropic.APIError as exc:
+            raise BatchJobFailed(self.where(), f"cannot {what}: {type(exc).__name__}: {exc}") from exc
+
+    def cancel(self) -> None:
+        for job_id in list(self._open):
+            with contextlib.suppress(Exception):  # best effort: the caller is already stopping or failing
+                self.client.messages.batches.cancel(job_id)
+                log.info("message batch %s cancelled", job_id)
+            self._open.discard(job_id)
+
+    def close(self) -> None:
+        self.cancel()
+        self.client.close()
+
+
+def _openai_line(r: dict[str, Any]) -> dict[str, Any]:
+    """One Message Batches result as an OpenAI batch output line. `canceled` gives no line (never answered)."""
+    cid, result = r.get("custom_id"), r.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        msg = result["message"]
+        text = "".join(b.get("text") or "" for b in msg.get("content") or [] if b.get("type") == "text")
+        thinking = "".join(
+            b.get("thinking") or "" for b in msg.get("content") or [] if b.get("type") == "thinking"
+        )
+        usage = msg.get("usage") or {}
+        body = {
+            "choices": [{"message": {"content": text, "reasoning_content": thinking or None},
+                         "finish_reason": _FINISH.get(msg.get("stop_reason"), msg.get("stop_reason"))}],
+            "usage": {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens")},
+        }  # fmt: skip
+        return {"custom_id": cid, "response": {"status_code": 200, "body": body}, "error": None}
+    if kind == "errored":
+        err = (result.get("error") or {}).get("error") or result.get("error") or {}
+        status = _ANTHROPIC_STATUS.get(err.get("type"), 500)
+        return {"custom_id": cid, "response": {"status_code": status, "body": None}, "error": err}
+    if kind == "expired":
+        return {
+            "custom_id": cid,
+            "response": None,
+            "error": {
+                "code": "batch_expired",
+                "message": "the message batch expired before this request ran",
+            },
+        }
+    return {"custom_id": None}
+
+
 # -- (b) vLLM's batch runner -------------------------------------------------------------------------------------
 
 # run_batch's tqdm line: "Running batch:  50% Completed | 3/6 [00:04<00:04, ...]"
@@ -198,6 +326,7 @@ class VLLMRunBatch:
         self.engine_args = dict(engine_args or {})
         self.max_wait_s = max_wait_s
         self._proc: subprocess.Popen[bytes] | None = None
+        self.ids: dict[int, str] = {}
 
     def where(self, job_id: str | None = None) -> str:
         return f"vllm run_batch {job_id}" if job_id else "vllm run_batch"
@@ -250,6 +379,7 @@ class VLLMRunBatch:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         # Numbered on from what the folder holds: a kept work_dir collects every job's files, none overwritten.
         name = f"job-{len(list(self.work_dir.glob('job-*.in.jsonl'))) + 1}"
+        self.ids[i] = name
         inp, out, log_path = (self.work_dir / f"{name}.{s}" for s in ("in.jsonl", "out.jsonl", "log"))
         inp.write_bytes(data)
         env = dict(os.environ)
