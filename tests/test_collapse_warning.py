@@ -192,3 +192,4 @@ def test_blocking_check_stops_a_narrowing_pipeline_through_dagster(project, mini
         text = failure_text(res)
         assert "failed its blocking check 'collapse_warning'" in text
         assert all(s in text for s in named), text
+        print(f"collapse_warning fired at round {fired}: {reason}")
