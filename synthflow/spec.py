@@ -376,6 +376,14 @@ class DiversitySpec(Strict):
     reference_rows: int = Field(default=512, ge=2)
     collapse_warning: CollapseWarningSpec = CollapseWarningSpec()
 
+    @model_validator(mode="after")
+    def _embedding_gates_need_embeddings(self) -> DiversitySpec:
+        # Both are measured on embeddings; with diversity off they could never be measured, so never judged.
+        if not self.enabled and (self.collapse_warning.enabled or self.max_mmd is not None):
+            what = "collapse_warning.enabled" if self.collapse_warning.enabled else "max_mmd"
+            raise ValueError(f"{what} is measured on embeddings; it needs diversity.enabled: true")
+        return self
+
 
 class AccumulateSpec(Strict):
     policy: str = "accumulate"  # a name in synthflow.registry.policies (built-ins: stages/accumulate.py)

@@ -46,6 +46,19 @@ def test_trend_fires_only_on_a_fall_below_the_seed():
     assert cw.check(gap, window=5, min_decline=0.15)[1]["narrowing"] == "none"
 
 
+def test_spec_option_defaults_off_and_needs_embeddings(tmp_path):
+    body = (
+        "name: x\nseed: {source: s.jsonl, text: t, columns: [{name: t, type: string}]}\n"
+        "generate: {prompt: p, output_schema: {type: object, properties: {t: {type: string}}, required: [t]}}\n"
+    )
+    (tmp_path / "a.yaml").write_text(body)
+    cfg = load_spec(tmp_path / "a.yaml").diversity.collapse_warning
+    assert not cfg.enabled and cfg.window == 5 and cfg.min_decline == 0.15 and cfg.signals == list(cw.SIGNALS)
+    (tmp_path / "b.yaml").write_text(body + "diversity:\n  enabled: false\n  collapse_warning: {enabled: true}\n")
+    with pytest.raises(ValueError, match=r"b.yaml:5: diversity: collapse_warning.enabled is measured on embeddings"):
+        load_spec(tmp_path / "b.yaml")
+
+
 def test_signals_are_ratios_to_the_seed():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((200, 16))

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from synthflow.collapse import data
-from synthflow.collapse.loop import LoopConfig, run_loop
+from synthflow.collapse.loop import LoopConfig, real_data, run_loop
 from synthflow.stages.diversity import collapse_warning as cw
-from synthflow.stages.diversity.seedmap import build_seed_map
+from synthflow.stages.diversity.seedmap import assign, build_seed_map
 
 NUMERIC_SIGNALS = ("spread", "cluster_reach", "vendi")
 
@@ -56,8 +56,6 @@ def round_record(
     refs: dict[int, RunReference], synthetic: pd.DataFrame, round_index: int, seed: int = 0
 ) -> dict[str, float | int]:
     """The round's figures as p/coverage would store them: `round` and `collapse_<signal>` (median over runs)."""
-    from synthflow.stages.diversity.seedmap import assign
-
     per_run: dict[str, list[float]] = {s: [] for s in NUMERIC_SIGNALS}
     for run, part in synthetic.groupby(data.RUN, sort=True):
         ref = refs[int(run)]
@@ -100,8 +98,6 @@ def watch_loop(
     from the stored records of the last `window` rounds (as p/round does), not recomputing them."""
     if cfg.model != "gaussian":
         raise ValueError("the early warning watches the Gaussian arm (narrowing); the linear arm drifts instead")
-    from synthflow.collapse.loop import real_data
-
     refs = references(real_data(cfg, 0, cfg.rows), seed=cfg.seed)
     out = Watch()
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def sample_positions(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of `size` of `n` rows drawn without replacement (all of them when size >= n)."""
+    return np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
+
+
 def subsample(x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     """At most `max_rows` rows of `x`, drawn without replacement (all of them, in order, when there are fewer)."""
-    if len(x) <= max_rows:
-        return np.asarray(x)
-    return np.asarray(x)[np.sort(rng.choice(len(x), max_rows, replace=False))]
+    return np.asarray(x)[sample_positions(len(x), max_rows, rng)]
 
 
 def _unit64(x: np.ndarray) -> np.ndarray:

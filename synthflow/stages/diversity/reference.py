@@ -18,14 +18,10 @@ import numpy as np
 
 from synthflow.spec import PipelineSpec
 from synthflow.stages.diversity import collapse_warning as cw
-from synthflow.stages.diversity.mmd import mmd2_unbiased
+from synthflow.stages.diversity.mmd import mmd2_unbiased, sample_positions
 
 MMD = "mmd"  # p/coverage key: unbiased MMD^2 of this round's accepted rows vs the seed
 COLLAPSE_CHECK = cw.CHECK
-
-
-def _positions(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
 
 
 def round_figures(planner: Any, spec: PipelineSpec, round_index: int) -> dict[str, Any]:
@@ -39,8 +35,10 @@ def round_figures(planner: Any, spec: PipelineSpec, round_index: int) -> dict[st
     if size < 2:
         return {}
     seed = spec.generate.sampling.seed
-    ref_vec, ref_lab, ref_txt = planner.seed_rows(_positions(n_seed, size, np.random.default_rng([seed, 0, 17])))
-    pick = _positions(len(vectors), size, np.random.default_rng([seed, round_index, 17]))
+    # A prefix of one fixed permutation: the same seed rows every round (and nested ones if the size changes).
+    ref_pos = np.sort(np.random.default_rng([seed, 0, 17]).permutation(n_seed)[:size])
+    ref_vec, ref_lab, ref_txt = planner.seed_rows(ref_pos)
+    pick = sample_positions(len(vectors), size, np.random.default_rng([seed, round_index, 17]))
     syn_vec, syn_lab, syn_txt = vectors[pick], labels[pick], [texts[i] for i in pick]
     out: dict[str, Any] = {MMD: round(mmd2_unbiased(syn_vec, ref_vec), 6), "mmd_rows": int(size)}
     signals = cw.round_signals(
