@@ -373,11 +373,16 @@ def _leak_project(project: Path, action: str) -> Path:
     return assets / "bench_leak.yaml"
 
 
-def _defs(project: Path, action: str):
+def _defs(project: Path, action: str, extra: str = ""):
     import synthflow
     from synthflow.spec import load_spec
 
-    spec = load_spec(_leak_project(project, action))
+    path = _leak_project(project, action)
+    if extra:
+        path.write_text(path.read_text().replace("    action: ", extra + "    action: "))
+        profile = project / "resources" / "leak.yaml"
+        profile.write_text(profile.read_text().replace("embedders:", "  judge:\n    backend: smoke\nembedders:"))
+    spec = load_spec(path)
     return spec, PipelineKeys(spec, ()), synthflow.build_pipeline_defs(spec, profile="leak", project_root=project)
 
 
@@ -443,3 +448,36 @@ def test_the_documented_snippets_run(monkeypatch: pytest.MonkeyPatch, capsys: py
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("False ngram 11 contaminated: shares 15 13-gram(s) (100% of that row's)")
     assert printed[1].startswith("True None")
+
+
+@pytest.mark.slow
+def test_llm_confirmation_in_a_dagster_round_asks_the_profile_judge_through_the_request_cache(
+    project: Path, minilm, smoke_model_dir
+):
+    from synthflow.stages.cache import stored_results
+
+    # A low threshold sends several rows to the judge (the smoke model: random but schema-valid verdicts).
+    extra = "    threshold: 0.3\n    confirm: {judge: judge, max_tokens: 64}\n"
+    spec, keys, defs = _defs(project, "reject", extra)
+    store = Store(str(project / "store"))
+    with dg.instance_for_test() as instance:
+        assert materialize(defs, instance, [keys.key("seed"), keys.key("seed_map")]).success
+        assert _round(defs, instance, keys, "2026-01-01").success
+        cached = stored_results(store, spec.name)
+        verified = pd.concat(
+            [store.read(spec.name, t, "2026-01-01") for t in ("verified", "rejected")], ignore_index=True
+        )
+        judged = verified[(verified["bench_cosine"] >= 0.3) & (verified["bench_method"] != "ngram")]
+        assert len(judged) >= 2 and cached == 1 + len(judged)  # one generator block + one judge request each
+        for _, row in judged.iterrows():
+            if row["bench_ok"]:
+                assert pd.isna(row["bench_method"])  # the judge cleared it
+            else:
+                assert ", confirmed by judge" in row["reject_reason"] or "not confirmed (judge" in row["reject_reason"]
+        # Re-materializing the round asks nothing again: every judge verdict comes from the cache.
+        assert _round(defs, instance, keys, "2026-01-01").success
+        assert stored_results(store, spec.name) == cached
+        again = pd.concat(
+            [store.read(spec.name, t, "2026-01-01") for t in ("verified", "rejected")], ignore_index=True
+        )
+        assert sorted(again["bench_ok"].astype(str)) == sorted(verified["bench_ok"].astype(str))

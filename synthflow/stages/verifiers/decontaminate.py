@@ -19,6 +19,7 @@ every later round and downstream read. It exists when the chain has a `decontami
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -155,10 +156,10 @@ def decontaminate_verifier(name: str, params: DecontaminateParams):
         state: _Round = ctx.state.get(f"{TYPE}:{name}") or ctx.state.setdefault(
             f"{TYPE}:{name}", _Round(params, ctx, name)
         )
-        texts = row_texts(rows, checked_columns(ctx.spec, params))
+        columns = checked_columns(ctx.spec, params)
         score = np.full(n, np.nan)
         if state.ngrams is not None:
-            for i, text in enumerate(texts):
+            for i, text in enumerate(row_texts(rows, columns)):
                 m = state.ngrams.best(text, params.min_overlap)
                 if m is None:
                     continue
@@ -168,10 +169,10 @@ def decontaminate_verifier(name: str, params: DecontaminateParams):
                     f"{m.benchmark} row {m.row}: \"{snippet(state.text(m.benchmark, m.row))}\""
                 )
         if state.vectors is not None:
-            near = state.vectors.nearest(ctx.embedder.encode(texts), kinds=("reference",))
-            cosine[:] = near.similarity
+            near = _nearest(state, ctx, rows, columns)
+            cosine[:] = np.where(np.isfinite(near.similarity), near.similarity, np.nan)
             hits = [i for i in range(n) if method[i] is None and near.similarity[i] >= params.threshold]
-            verdict_of = _confirm(params, ctx, name, state, texts, near, hits) if params.confirm else {}
+            verdict_of = _confirm(params, ctx, name, state, near, hits) if params.confirm else {}
             for i in hits:
                 b, row = state.where[near.id[i]]
                 confirmed, note = verdict_of.get(i, (True, ""))
@@ -182,7 +183,7 @@ def decontaminate_verifier(name: str, params: DecontaminateParams):
                     f"contaminated: nearest {b} row {row} by embedding (cos {near.similarity[i]:.2f} >= "
                     f"{params.threshold:g}){note}: \"{snippet(state.text(b, row))}\""
                 )
-            score = np.where(np.isnan(score), np.where(np.isfinite(cosine), cosine, np.nan), score)
+            score = np.where(np.isnan(score), cosine, score)
         return _frame(rows, reason, method, bench, bench_row, cosine, shared, score)
 
     verify.name = name
@@ -199,13 +200,34 @@ def _frame(rows, reason, method, bench, bench_row, cosine, shared, score) -> pd.
     return out
 
 
+@dataclass
+class _Near:
+    similarity: np.ndarray  # per row: cosine of its closest field to any benchmark row (-inf: nothing to embed)
+    id: np.ndarray  # the embedding id of that benchmark row (-1: none)
+    text: list[str]  # the row's field that came closest
+
+
+def _nearest(state: _Round, ctx: VerifyContext, rows: pd.DataFrame, columns: list[str]) -> _Near:
+    """Each field on its own: a question copied next to a long solution must not hide behind the solution."""
+    n = len(rows)
+    out = _Near(np.full(n, -np.inf, dtype=np.float32), np.full(n, -1, dtype=np.int64), [""] * n)
+    pieces = [
+        (i, v) for c in columns if c in rows.columns for i, v in enumerate(rows[c].tolist()) if isinstance(v, str) and v
+    ]
+    if pieces:
+        near = state.vectors.nearest(ctx.embedder.encode([v for _, v in pieces]), kinds=("reference",))
+        for (i, v), sim, gid in zip(pieces, near.similarity, near.id, strict=True):
+            if gid is not None and sim > out.similarity[i]:
+                out.similarity[i], out.id[i], out.text[i] = sim, gid, v
+    return out
+
+
 def _confirm(
     params: DecontaminateParams,
     ctx: VerifyContext,
     name: str,
     state: _Round,
-    texts: list[str],
-    near: Any,
+    near: _Near,
     hits: list[int],
 ) -> dict[int, tuple[bool, str]]:
     """(contaminated?, note for the reason) per embedding hit, as the judge sees it."""
@@ -218,14 +240,14 @@ def _confirm(
     for pos, i in enumerate(hits):
         b, row = state.where[near.id[i]]
         context = {
-            "candidate": texts[i],
+            "candidate": near.text[i],
             "reference": state.text(b, row),
             "benchmark": b,
             "benchmark_row": row,
             "cosine": round(float(near.similarity[i]), 3),
         }
         messages = chat(confirm.system, confirm.prompt, context, name)
-        seed = derive_seed(confirm.seed, b, row, texts[i])
+        seed = derive_seed(confirm.seed, b, row, near.text[i])
         requests.append(GenerationRequest(messages, sampling, seed, 0, CONFIRM_SCHEMA, meta={"row": pos}))
     results = ask(judge, requests)
     out = {}
