@@ -228,6 +228,7 @@ class GenerateSpec(Strict):
     candidate_budget: int | None = Field(default=None, ge=1)  # most candidates a round may generate
     budget: BudgetSpec = BudgetSpec()  # tokens and USD per round and per pipeline, beside the candidate count
     batch_size: int = Field(default=16, ge=1)  # candidates per generate -> verify step inside a round
+    overlap: bool = True  # batch k+1 generates while batch k is verified (docs/architecture.md, The round loop)
     store_every: int = Field(default=8, ge=1)  # results per compacted cache chunk; each result is logged as it arrives (docs/generation.md)
     sampling: SamplingSpec = SamplingSpec()
 

@@ -6,9 +6,11 @@ calls `run_round` and writes the four outputs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +27,7 @@ from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.coverage import round_counts
 from synthflow.stages.generate import GenerationStats, run_generation
+from synthflow.stages.overlap import BatchRunner, Job, Wrap
 from synthflow.stages.parse import candidates_frame, parse_outputs
 from synthflow.stages.prompts import build_request, prompt_hash
 from synthflow.stages.verifiers import VerifyContext, run_chain
@@ -106,13 +109,16 @@ class RoundOutput:
         return self.verified[~self.verified["accepted"]]
 
 
-def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: int) -> int:
-    remaining_budget = spec.generate.candidate_limit - generated
+def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: int, pending: int = 0) -> int:
+    """Candidates to ask for next, from the verified batches (`accepted` of `generated`) and the `pending` ones
+    planned but not yet verified; 0: nothing until those are verified."""
+    remaining_budget = spec.generate.candidate_limit - generated - pending
     needed = wanted - accepted
     rate = accepted / generated if generated else 1.0
-    # Ask for what the acceptance rate so far says is needed, with a margin, but never more than a batch.
-    estimate = math.ceil(needed * 1.2 / max(rate, 0.05))
-    return max(1, min(spec.generate.batch_size, remaining_budget, estimate))
+    # Ask for what the acceptance rate so far says is needed, with a margin, less what is already on its way, but
+    # never more than a batch.
+    estimate = math.ceil(needed * 1.2 / max(rate, 0.05)) - pending
+    return max(0, min(spec.generate.batch_size, remaining_budget, estimate))
 
 
 def run_round(inp: RoundInputs) -> RoundOutput:
@@ -142,67 +148,59 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     table_rows = getattr(inp.generator, "table_rows", False)
     dag = _ColumnRun(inp) if spec.generate.columns else None
     stats = GenerationStats()
-    # Issue 14 (E1): the share of the round with no request in flight. Batches still run one after another
-    # (generate, then verify), so this is what overlapping them would win back.
-    round_start, generating_s = time.perf_counter(), 0.0
+    # Issue 14: while batch k is verified, batch k+1 generates (stages/overlap.py). Batch k+1 is planned from what
+    # the batches before k gave (a one-batch lag) in both modes, so overlap changes when generations run, never
+    # what is asked. A table generator answers with a round's rows in one request: nothing to plan ahead of it.
+    runner = BatchRunner(overlap=spec.generate.overlap and not table_rows)
+    ctx.generators = runner.guard(ctx.generators)
+    batches = _Batches(inp, planner, dag, runner)
+    lookahead = 0 if table_rows else 1
+    queue: deque[_Batch] = deque()
+    round_start = time.perf_counter()
     cand_frames: list[pd.DataFrame] = []
     verified_frames: list[pd.DataFrame] = []
-    accepted = generated = batch_index = 0
-    while accepted < wanted and generated < budget and meter.stop_reason() is None:
-        gen_start = time.perf_counter()
-        if table_rows:
-            parsed, batch_stats = _table_batch(inp, min(wanted, budget - generated), batch_index, generated)
-            cands = parsed.drop(columns=["_output"])
-        elif dag is not None:
-            n = _next_batch_size(spec, wanted, accepted, generated)
-            rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
-            parsed, batch_stats = dag.batch(planner.plan(max(1, n // dag.fanout), rng))
-            cands = parsed.drop(columns=["_output"])
-        else:
-            n = _next_batch_size(spec, wanted, accepted, generated)
-            rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, batch_index])
-            plan = planner.plan(n, rng)
-            requests = [
-                build_request(
-                    spec, ex, round_index=inp.round_index, candidate_index=generated + i, target_cluster=t
-                )
-                for i, (t, ex) in enumerate(plan)
+    accepted = generated = 0
+    try:
+        while True:
+            while len(queue) <= lookahead and meter.stop_reason() is None:
+                ahead = batches.plan(accepted, generated, sum(b.job.size for b in queue))
+                if ahead is None:
+                    break
+                queue.append(ahead)
+            if not queue:
+                break
+            batch = queue.popleft()
+            cands, parsed, batch_stats, column_stats = batch.collect()
+            stats.merge(batch_stats)
+            meter.charge_batch(cands, column_stats)
+            verified = run_chain(parsed, verifiers, ctx)
+            # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
+            over = verified.index[verified["accepted"]][max(0, wanted - accepted) :]
+            verified.loc[over, ["accepted", "rejected_by", "reject_reason"]] = [
+                False,
+                "quota",
+                f"round already has {wanted} accepted rows",
             ]
-            results, batch_stats = run_generation(
-                requests, inp.generator, inp.cache, progress=_offset(inp.progress, generated, budget)
+            newly = verified[verified["accepted"]]
+            planner.observe(newly)
+            ctx.accepted = pd.concat(
+                [ctx.accepted, newly[["candidate_id", "_text"]].rename(columns={"candidate_id": "_id"})],
+                ignore_index=True,
             )
-            generating_s += time.perf_counter() - gen_start
-            cands = candidates_frame(requests, results, round_index=inp.round_index)
-            parsed = parse_outputs(cands, spec)
-        if table_rows:
-            generating_s += time.perf_counter() - gen_start
-        stats.merge(batch_stats)
-        meter.charge_batch(cands, dag.stats if dag is not None else None)
-        verified = run_chain(parsed, verifiers, ctx)
-        # Rows past the round's quota are valid but not wanted: keep them for audit, out of the training set.
-        over = verified.index[verified["accepted"]][max(0, wanted - accepted) :]
-        verified.loc[over, ["accepted", "rejected_by", "reject_reason"]] = [
-            False,
-            "quota",
-            f"round already has {wanted} accepted rows",
-        ]
-        newly = verified[verified["accepted"]]
-        planner.observe(newly)
-        ctx.accepted = pd.concat(
-            [ctx.accepted, newly[["candidate_id", "_text"]].rename(columns={"candidate_id": "_id"})],
-            ignore_index=True,
-        )
-        accepted += len(newly)
-        generated += len(cands)
-        batch_index += 1
-        cand_frames.append(cands)
-        verified_frames.append(verified)
-        inp.log(
-            f"round {inp.round_index} batch {batch_index}: {len(cands)} candidates "
-            f"({batch_stats.from_cache} from cache), {len(newly)} accepted; {accepted}/{wanted} accepted, "
-            f"{generated}/{budget} of the candidate budget spent; {meter.progress_text()}"
-        )
-        meter.announce(inp.progress)
+            accepted += len(newly)
+            generated += len(cands)
+            cand_frames.append(cands)
+            verified_frames.append(verified)
+            inp.log(
+                f"round {inp.round_index} batch {batch.index + 1}: {len(cands)} candidates "
+                f"({batch_stats.from_cache} from cache), {len(newly)} accepted; {accepted}/{wanted} accepted, "
+                f"{generated}/{budget} of the candidate budget spent; {meter.progress_text()}"
+            )
+            meter.announce(inp.progress)
+            if accepted >= wanted or generated >= budget or meter.stop_reason() is not None:
+                break  # the batch planned past the stop (at most one) is cancelled by runner.close()
+    finally:
+        runner.close()
     stop_reason = TARGET_REACHED if accepted >= wanted else (meter.stop_reason() or BUDGET_EXHAUSTED)
     if stop_reason not in (TARGET_REACHED, BUDGET_EXHAUSTED):
         inp.log(f"round {inp.round_index}: stopped with {accepted}/{wanted} rows: {meter.stop_detail(stop_reason)}")
@@ -244,7 +242,7 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         **meter.report(),
         **round_counts(verified_all if len(verified_all) else _empty_verified()),
         **planner.report(),
-        "generator_idle_fraction": round(1 - generating_s / round_s, 4) if round_s > 0 else 0.0,
+        "generator_idle_fraction": round(max(0.0, 1 - runner.busy_s / round_s), 4) if round_s > 0 else 0.0,
         "training_rows": len(training_set),
         "training_real_rows": int((training_set["_source"] == "real").sum()),
         "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
@@ -268,7 +266,8 @@ class _ColumnRun:
         self.params = columns_dag.column_params(inp.spec)
         self.fanout = columns_dag.fanout(self.params)
         self.prompts = 0
-        self.stats: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {}  # updated by the batch generating now (the worker's, with overlap)
+        self.verified_stats: dict[str, Any] = {}  # as they were after the last batch the round verified
         self.memo: dict[str, Any] = {}
 
     def generator_for(self, name: str) -> Generator:
@@ -280,31 +279,103 @@ class _ColumnRun:
             raise ValueError(f"an llm column needs the generator {name!r}, which the profile does not have") from None
         return getattr(gen, "inner", gen)  # unwrapped: run_generation puts the cache in front itself
 
-    def batch(self, plan: list[tuple[int, pd.DataFrame]]) -> tuple[pd.DataFrame, GenerationStats]:
-        out = columns_dag.run_column_batch(
+    def batch(
+        self, plan: list[tuple[int, pd.DataFrame]], wrap: Wrap
+    ) -> tuple[pd.DataFrame, GenerationStats, dict[str, Any]]:
+        """The batch's rows and stats, and the per-column figures as they stand after it (a copy: with overlap the
+        next batch keeps adding to them while this one is verified)."""
+        parsed, stats = columns_dag.run_column_batch(
             self.inp.spec,
             plan,
             round_index=self.inp.round_index,
             first_index=self.prompts,
             cache=self.inp.cache,
-            generator_for=self.generator_for,
+            generator_for=lambda name: wrap(self.generator_for(name)),
             stats=self.stats,
             log=self.inp.log,
             memo=self.memo,
         )
         self.prompts += len(plan)
-        return out
+        return parsed, stats, {name: copy.copy(st) for name, st in self.stats.items()}
 
     def report(self, verified: pd.DataFrame) -> dict[str, Any]:
         accepted = verified[verified["accepted"]] if len(verified) else verified
         return {
-            "columns": {name: st.as_dict() for name, st in self.stats.items()},
+            "columns": {name: st.as_dict() for name, st in self.verified_stats.items()},
             "sampler_shares": columns_dag.sampler_shares(self.params, accepted),
         }
 
 
+Collected = tuple[pd.DataFrame, pd.DataFrame, GenerationStats, dict[str, Any] | None]
+
+
+@dataclass
+class _Batch:
+    """A planned batch: its generation (queued, running or done) and what turns its results into tables."""
+
+    index: int
+    job: Job[Any]
+    finish: Callable[[Any], Collected]
+
+    def collect(self) -> Collected:
+        """(candidates, parsed candidates, generation stats, per-column figures after it or None)."""
+        return self.finish(self.job.result())
+
+
+class _Batches:
+    """Plans a round's batches in order (cluster targets, exemplars, candidate numbers) and hands each one's
+    generation to the runner. Parsing stays out of the job, on the round's thread: the worker only generates."""
+
+    def __init__(self, inp: RoundInputs, planner: PromptPlanner, dag: _ColumnRun | None, runner: BatchRunner):
+        self.inp, self.planner, self.dag, self.runner = inp, planner, dag, runner
+        self.table_rows = getattr(inp.generator, "table_rows", False)
+        self.planned = 0  # batches planned so far: the next one's index, which seeds its rng
+
+    def plan(self, accepted: int, generated: int, pending: int) -> _Batch | None:
+        """The next batch from the verified batches' figures and the `pending` candidates planned ahead of it;
+        None when none is needed before those are verified (or the round has what it wants)."""
+        inp, spec, dag, index = self.inp, self.inp.spec, self.dag, self.planned
+        wanted, budget = spec.generate.rows_per_round, spec.generate.candidate_limit
+        if self.table_rows:
+            n = min(wanted, budget - generated)
+            if accepted >= wanted or n <= 0:
+                return None
+            job = self.runner.submit(lambda wrap: _table_batch(inp, n, index, generated, wrap), n)
+            finish: Callable[[Any], Collected] = lambda out: (out[0].drop(columns=["_output"]), out[0], out[1], None)  # noqa: E731
+        else:
+            n = _next_batch_size(spec, wanted, accepted, generated, pending)
+            if n == 0:
+                return None
+            rng = np.random.default_rng([spec.generate.sampling.seed, inp.round_index, index])
+            if dag is not None:
+                prompts = self.planner.plan(max(1, n // dag.fanout), rng)
+                job = self.runner.submit(lambda wrap: dag.batch(prompts, wrap), len(prompts) * dag.fanout)
+
+                def finish(out: Any) -> Collected:
+                    dag.verified_stats = out[2]
+                    return out[0].drop(columns=["_output"]), out[0], out[1], out[2]
+
+            else:
+                first = generated + pending
+                requests = [
+                    build_request(spec, ex, round_index=inp.round_index, candidate_index=first + i, target_cluster=t)
+                    for i, (t, ex) in enumerate(self.planner.plan(n, rng))
+                ]
+                progress = _offset(inp.progress, first, budget)
+                job = self.runner.submit(
+                    lambda wrap: run_generation(requests, wrap(inp.generator), inp.cache, progress=progress), n
+                )
+
+                def finish(out: Any) -> Collected:
+                    cands = candidates_frame(requests, out[0], round_index=inp.round_index)
+                    return cands, parse_outputs(cands, spec), out[1], None
+
+        self.planned += 1
+        return _Batch(index, job, finish)
+
+
 def _table_batch(
-    inp: RoundInputs, n: int, batch_index: int, generated: int
+    inp: RoundInputs, n: int, batch_index: int, generated: int, wrap: Wrap = lambda gen: gen
 ) -> tuple[pd.DataFrame, GenerationStats]:
     """One request for a block of `n` rows from a generator that answers with tables (the python backend).
 
@@ -320,7 +391,7 @@ def _table_batch(
         sample_index=batch_index,
         meta={**base.meta, "rows": n, "prompt_hash": prompt_hash(messages)},
     )
-    results, stats = run_generation([request], inp.generator, inp.cache, progress=inp.progress)
+    results, stats = run_generation([request], wrap(inp.generator), inp.cache, progress=inp.progress)
     parsed = table_candidates(
         request,
         results[0],
