@@ -189,6 +189,20 @@ def test_n_and_min_overlap_are_configurable_and_short_benchmark_rows_match_whole
     assert index8.best(half, min_overlap=5).shared == 9
 
 
+def test_references_come_from_any_fsspec_url_and_hub_ids_go_to_datasets(tmp_path: Path):
+    import fsspec
+
+    with fsspec.open("memory://benchmarks/gsm8k_style.jsonl", "wb") as f:
+        f.write(BENCH_FILE.read_bytes())
+    bench = load_benchmark(
+        ReferenceSpec(name="g", source="memory://benchmarks/gsm8k_style.jsonl", column="question"), tmp_path
+    )
+    assert bench.texts == BENCH
+    # No hub on these machines: the hub path is taken, and its failure names the dataset.
+    with pytest.raises(ValueError, match=r"hf://datasets/no-such-org/no-such-bench: cannot load the Hugging Face"):
+        load_benchmark(ReferenceSpec(name="h", source="hf://datasets/no-such-org/no-such-bench", column="q"), tmp_path)
+
+
 # ---- embeddings: paraphrases, and the false-positive rate on clean rows --------------------------------------
 
 
