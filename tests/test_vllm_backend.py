@@ -88,6 +88,24 @@ def test_samples_counts_progress_and_reproducibility(gen) -> None:
     assert all(again[k] == res.text for k, res in out.items())
 
 
+def test_samples_of_a_prompt_are_one_engine_request_with_n(gen) -> None:
+    """n samples of a prompt: one engine request with SamplingParams.n (counted by vLLM's own request counter),
+    one result per sample under its own key; a later sample alone is one request too."""
+    counter = gen.llm.request_counter
+    reqs = [_req(p, seed=9, index=i) for p in ("three apples", "four pears") for i in range(3)]
+    before, ours = counter.counter, gen.usage.server_requests
+    out = {r.key(gen.model_id): res for r, res in gen.generate(reqs)}
+    assert counter.counter - before == 2 and gen.usage.server_requests - ours == 2
+    assert [out[r.key(gen.model_id)].key for r in reqs] == [r.key(gen.model_id) for r in reqs]
+    for p in range(2):
+        group = [out[r.key(gen.model_id)] for r in reqs[3 * p : 3 * p + 3]]
+        assert all(res.error is None and 0 < res.completion_tokens <= 8 for res in group)
+        assert len({res.text for res in group}) == 3
+    before = counter.counter
+    [(_, late)] = gen.generate([_req("three apples", seed=9, index=3)])
+    assert late.error is None and counter.counter - before == 1
+
+
 def test_chat_template_is_applied(gen, vllm_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
