@@ -500,8 +500,10 @@ def _round_asset(
             asset_key=ts_key,
             data_version=dg.DataVersion(recs["training_set"].version),
             metadata={
-                **md.table_metadata(out.training_set, recs["training_set"], spec.seed.columns),
-                **md.provenance_metadata(out.training_set),
+                # The rows held: the whole set, or only those appended to r-1's (its counts from the record).
+                **md.training_set_metadata(
+                    out.training_added, recs["training_set"], spec.seed.columns, out.training_set_held
+                ),
             },
         )
         for c in result.checks:

@@ -158,6 +158,26 @@ def image(png: bytes, alt: str = "plot") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
+def training_set_metadata(
+    held: pd.DataFrame, rec: VersionRecord, declared: Sequence[ColumnSpec], whole: bool
+) -> dict[str, Any]:
+    """A training set's metadata; when only the rows appended to r-1's are held (`whole` False), the row counts
+    come from its version record (stages/previous.py) and the preview shows the new rows."""
+    if whole:
+        return {**table_metadata(held, rec, declared), **provenance_metadata(held)}
+    from synthflow.stages.previous import COUNTS
+
+    counts = {tuple(k.split("|")): n for k, n in rec.meta.get(COUNTS, {}).items()}
+    by = pd.DataFrame([(s, int(r), n) for (s, r), n in counts.items()], columns=["_source", "_round", "rows"])
+    return {
+        **table_metadata(held, rec, declared),
+        "dagster/row_count": dg.MetadataValue.int(rec.rows),
+        "real_rows": int(by.loc[by["_source"] == "real", "rows"].sum()),
+        "synthetic_rows": int(by.loc[by["_source"] == "synthetic", "rows"].sum()),
+        "rows_by_source_and_round": dg.MetadataValue.md(by.to_markdown(index=False)),
+    }
+
+
 def provenance_metadata(training_set: pd.DataFrame) -> dict[str, Any]:
     by = training_set.groupby(["_source", "_round"]).size().reset_index(name="rows")
     return {

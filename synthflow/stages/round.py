@@ -29,6 +29,7 @@ from synthflow.stages.coverage import round_counts
 from synthflow.stages.generate import GenerationStats, run_generation
 from synthflow.stages.overlap import BatchRunner, Job, Wrap
 from synthflow.stages.parse import candidates_frame, parse_outputs
+from synthflow.stages.previous import BASE_NOT_HELD, PreviousSet, add_counts, append_unread, counts_of
 from synthflow.stages.prompts import build_request, prompt_hash
 from synthflow.stages.verifiers import VerifyContext, run_chain
 from synthflow.stages.verifiers.registry import build as build_verifier
@@ -74,7 +75,8 @@ class RoundInputs:
     round_index: int  # 1-based position of the round partition
     seed: pd.DataFrame  # seed rows with _id and _text
     real: pd.DataFrame  # every real row known at this round, with provenance columns
-    previous: pd.DataFrame | None  # training set of round r-1
+    # Training set of round r-1: a frame, or a PreviousSet whose rows are read only if a consumer needs them.
+    previous: pd.DataFrame | PreviousSet | None
     generator: Generator
     cache: ResultCache
     generators: Mapping[str, Generator] = field(default_factory=dict)
@@ -84,6 +86,14 @@ class RoundInputs:
     progress: Callable[[int, int], None] | None = None
     # Every synthetic row accepted in rounds < r (kept or not): accumulate_subsample draws from it when given.
     pool: pd.DataFrame | None = None
+    # Verifier state describing the earlier rounds' accepted rows (persistent indexes, stages/earlier.py); when
+    # given, verifiers never read `previous`.
+    earlier: Mapping[str, Any] | None = None
+
+    @property
+    def previous_frame(self) -> pd.DataFrame | None:
+        p = self.previous
+        return p.frame if isinstance(p, PreviousSet) else p
     # The round's spend against generate.budget (stages/budget.py); None: a meter at zero prices (tokens still count).
     meter: BudgetMeter | None = None
 
@@ -95,10 +105,32 @@ class RoundOutput:
         pd.DataFrame
     )  # every candidate with every verdict; `accepted` says which reached the training set
     coverage: dict[str, Any]
-    training_set: pd.DataFrame
+    # The training set, or (attrs BASE_NOT_HELD) only the rows appended to r-1's, which `base` can read.
+    _training_set: pd.DataFrame
     stop_reason: str
     stats: GenerationStats
     new_synthetic: pd.DataFrame | None = None  # this round's accepted rows with provenance, kept or not
+    base: PreviousSet | None = None
+
+    @property
+    def training_set_held(self) -> bool:
+        """Whether the whole training set is in memory (else only the appended rows, `training_added`)."""
+        return not self._training_set.attrs.get(BASE_NOT_HELD)
+
+    @property
+    def training_added(self) -> pd.DataFrame:
+        """The rows held: the whole set, or the rows appended to r-1's."""
+        return self._training_set
+
+    @property
+    def training_set(self) -> pd.DataFrame:
+        """The whole training set; when only the appended rows are held, r-1's rows are read now (once)."""
+        if not self.training_set_held:
+            added = self._training_set
+            full = pd.concat([self.base.frame, added], ignore_index=True)
+            full.attrs.update({k: v for k, v in added.attrs.items() if k != BASE_NOT_HELD})
+            self._training_set = full
+        return self._training_set
 
     @property
     def accepted(self) -> pd.DataFrame:
@@ -128,12 +160,10 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     meter = inp.meter or BudgetMeter(spec)
     verifiers = [build_verifier(v) for v in spec.verify]
     planner = inp.planner or UniformPlanner(inp.seed, spec.generate.few_shot)
-    # Only verifiers read the earlier synthetic rows; filtering a pool of millions of rows is not free.
-    prev_synth = (
-        inp.previous[inp.previous["_source"] == "synthetic"]
-        if inp.previous is not None and verifiers
-        else pd.DataFrame()
-    )
+    # Only verifiers read the earlier synthetic rows; filtering a pool of millions of rows is not free, and with
+    # the persistent indexes (inp.earlier) they are not read at all.
+    previous = inp.previous_frame if inp.previous is not None and verifiers and inp.earlier is None else None
+    prev_synth = previous[previous["_source"] == "synthetic"] if previous is not None else pd.DataFrame()
     ctx = VerifyContext(
         spec=spec,
         reference=inp.real,
@@ -141,10 +171,11 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         generators=inp.generators,
         embedder=inp.embedder,
         log=inp.log,
+        state=dict(inp.earlier or {}),
     )
     # Generators that fit on the data (the python backend) see the previous round before anything is asked.
     if hasattr(inp.generator, "prepare_round"):
-        inp.generator.prepare_round(inp.previous, inp.real, inp.round_index)
+        inp.generator.prepare_round(inp.previous_frame, inp.real, inp.round_index)
     table_rows = getattr(inp.generator, "table_rows", False)
     dag = _ColumnRun(inp) if spec.generate.columns else None
     stats = GenerationStats()
@@ -223,16 +254,24 @@ def run_round(inp: RoundInputs) -> RoundOutput:
     )
     if new_synth is None:
         new_synth = inp.real.iloc[0:0]
-    training_set = build_training_set(
-        spec.accumulate,
-        real=inp.real,
-        previous=inp.previous,
-        new_synthetic=new_synth,
-        round_index=inp.round_index,
-        seed=spec.generate.sampling.seed,
-        group_by=getattr(inp.generator, "group_by", ()),
-        pool=inp.pool,
+    base = inp.previous if isinstance(inp.previous, PreviousSet) else None
+    training_set = append_unread(
+        spec.accumulate.policy, spec.accumulate.min_real_fraction, base, inp.real, new_synth
     )
+    if training_set is None:
+        training_set = build_training_set(
+            spec.accumulate,
+            real=inp.real,
+            previous=inp.previous_frame,
+            new_synthetic=new_synth,
+            round_index=inp.round_index,
+            seed=spec.generate.sampling.seed,
+            group_by=getattr(inp.generator, "group_by", ()),
+            pool=inp.pool,
+        )
+    # Rows by source from r-1's record plus the new rows when r-1's rows are not held.
+    held = not training_set.attrs.get(BASE_NOT_HELD)
+    counts = counts_of(training_set) if held else add_counts(base.counts() or {}, counts_of(training_set))
     round_s = time.perf_counter() - round_start
     coverage = {
         "round": inp.round_index,
@@ -243,17 +282,18 @@ def run_round(inp: RoundInputs) -> RoundOutput:
         **round_counts(verified_all if len(verified_all) else _empty_verified()),
         **planner.report(),
         "generator_idle_fraction": round(max(0.0, 1 - runner.busy_s / round_s), 4) if round_s > 0 else 0.0,
-        "training_rows": len(training_set),
-        "training_real_rows": int((training_set["_source"] == "real").sum()),
-        "training_synthetic_rows": int((training_set["_source"] == "synthetic").sum()),
+        "training_rows": sum(counts.values()),
+        "training_real_rows": sum(n for (src, _), n in counts.items() if src == "real"),
+        "training_synthetic_rows": sum(n for (src, _), n in counts.items() if src == "synthetic"),
     }
     if ctx.state.get("verifier_stats"):  # what verifiers counted over the round (pii types, code_tests isolation)
         coverage["verifier_stats"] = ctx.state["verifier_stats"]
     if dag is not None:
         coverage.update(dag.report(verified_all))
+    out = RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats, new_synth, base)
     if hasattr(inp.generator, "report"):
-        coverage.update(inp.generator.report(training_set, inp.real, inp.round_index))
-    return RoundOutput(candidates, verified_all, coverage, training_set, stop_reason, stats, new_synth)
+        coverage.update(inp.generator.report(out.training_set, inp.real, inp.round_index))
+    return out
 
 
 class _ColumnRun:

@@ -69,8 +69,10 @@ def planner(
     seed: pd.DataFrame,
     embedder: Any | None,
     synthetic: pd.DataFrame | None,
+    synthetic_vectors: Any | None = None,
 ) -> PromptPlanner:
-    """The GapPlanner over the stored seed map (synthetic rows of earlier rounds count towards the shares)."""
+    """The GapPlanner over the stored seed map (synthetic rows of earlier rounds count towards the shares;
+    `synthetic_vectors`: their cached embeddings, when the round has them)."""
     clusters = store.read_or_none(store_name, CLUSTERS_TABLE)
     if embedder is None or clusters is None or clusters.empty:
         return UniformPlanner(seed, spec.generate.few_shot)
@@ -87,6 +89,7 @@ def planner(
         few_shot=spec.generate.few_shot,
         synthetic=synthetic,
         near_duplicate_threshold=d.near_duplicate_threshold,
+        synthetic_vectors=synthetic_vectors,
     )
 
 

@@ -42,7 +42,9 @@ from synthflow.stages.budget import (
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.diversity import reference as distance
+from synthflow.stages.earlier import open_indexes, write_chunks
 from synthflow.stages.generate import CachingGenerator, GenerationStats
+from synthflow.stages.previous import LazyFrame, PreviousSet, previous_set_of, training_set_meta
 from synthflow.stages.round import PromptPlanner, RoundInputs, RoundOutput, run_round
 from synthflow.stages.verifiers import decontaminate
 from synthflow.stages.verifiers.base import Needs
@@ -139,6 +141,15 @@ class RoundReads:
     previous_record: VersionRecord | None = None
     spent: Spend = field(default_factory=Spend)  # what rounds 1..r-1 recorded (generate.budget.pipeline)
 
+    @property
+    def previous_set(self) -> PreviousSet | None:
+        """Round r-1's training set without reading its rows (`load` reads them only when a consumer asks)."""
+        return previous_set_of(self, "previous", self.previous_record)
+
+
+# `previous` may hold a PreviousSet: reading the attribute reads its rows (once); see stages/previous.py.
+LazyFrame().install(RoundReads, "previous")
+
 
 @dataclass
 class RoundResult:
@@ -157,6 +168,9 @@ class RoundResult:
     @property
     def blocking_failures(self) -> list[CheckOutcome]:
         return [c for c in self.checks if c.blocking and not c.passed]
+
+
+LazyFrame().install(RoundResult, "previous")
 
 
 class _LazyGenerators(Mapping[str, Generator]):
@@ -234,7 +248,9 @@ class RoundSession:
                 )
             except RoundInputError as e:
                 raise RoundInputError(f"round {r} ({self.partition}) cannot run: {e}") from None
-            previous = self.store.read_record(previous_record)
+            record = previous_record
+            # Read only when a consumer needs the rows (stages/previous.py): the common round does not.
+            previous = PreviousSet(record, lambda: self.store.read_record(record))
         pool = self._pool() if self.spec.accumulate.policy == "accumulate_subsample" else None
         spent = recorded_spend(self.store, name, self.partitions[:-1])
         return RoundReads(seed, self._real(seed), previous, pool, previous_record, spent)
@@ -310,20 +326,35 @@ class RoundSession:
             # never read again, so its results need not go out in chunks while the round runs.
             cache = ResultCache(store, name, chunk_size=spec.generate.store_every if self.keep_cache else 1 << 30)
             emb = seed_map_stage.embedder_or_none(embedder, spec) if embedder is not None else None
+            # Earlier rounds' accepted rows through the persistent indexes, when every round wrote its chunks:
+            # then neither the verifiers nor the planner read round r-1's set (stages/earlier.py).
+            base = reads.previous_set
+            indexes = (
+                open_indexes(store, name, spec, self.partitions, emb)
+                if self.persist and base is not None and not base.loaded
+                else None
+            )
             if planner is None:
-                prev_synth = (
-                    reads.previous[reads.previous["_source"] == "synthetic"]
-                    if reads.previous is not None and emb is not None
-                    else None
-                )
-                planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
+                earlier_rows = indexes.planner_rows() if indexes is not None and emb is not None else None
+                if earlier_rows is not None:
+                    planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, *earlier_rows)
+                else:
+                    prev_synth = (
+                        reads.previous[reads.previous["_source"] == "synthetic"]
+                        if base is not None and emb is not None
+                        else None
+                    )
+                    planner = seed_map_stage.planner(store, name, spec, reads.seed, emb, prev_synth)
             try:
                 meter = BudgetMeter(spec, prices, reads.spent)
-                out = self._generate(reads, generator, generators, cache, emb, planner, progress, meter)
+                out = self._generate(
+                    reads, generator, generators, cache, emb, planner, progress, meter,
+                    earlier=indexes.state() if indexes is not None else None,
+                )  # fmt: skip
             finally:
                 if not self.keep_cache and store.fs.exists(cache.dir):
                     store.fs.rm(cache.dir, recursive=True)
-            return self._finish(reads, out, planner, generator)
+            return self._finish(reads, out, planner, generator, emb)
 
     def _generate(
         self,
@@ -335,6 +366,7 @@ class RoundSession:
         planner: PromptPlanner,
         progress: Callable[[int, int], None] | None,
         meter: BudgetMeter | None = None,
+        earlier: Mapping[str, Any] | None = None,
     ) -> RoundOutput:
         spec, r = self.spec, self.round_index
         self.log(f"round {r} ({self.partition}): generating with {generator.label}")
@@ -344,7 +376,7 @@ class RoundSession:
                 round_index=r,
                 seed=reads.seed,
                 real=reads.real,
-                previous=reads.previous,
+                previous=reads.previous_set,
                 generator=generator,
                 cache=cache,
                 generators=_LazyGenerators(generators, cache, meter),
@@ -354,6 +386,7 @@ class RoundSession:
                 log=self.log,
                 progress=progress,
                 meter=meter,
+                earlier=earlier,
             )
         )
 
@@ -377,20 +410,27 @@ class RoundSession:
         return [CheckOutcome("training_set", distance.COLLAPSE_CHECK, passed, True, metadata)]
 
     def _finish(
-        self, reads: RoundReads, out: RoundOutput, planner: PromptPlanner, generator: Generator
-    ) -> RoundResult:
+        self, reads: RoundReads, out: RoundOutput, planner: PromptPlanner, generator: Generator,
+        emb: Any | None = None,
+    ) -> RoundResult:  # fmt: skip
         spec, store, name, part, r = self.spec, self.store, self.store_name, self.partition, self.round_index
         # Synthetic values arrive from parsed JSON as Python objects; concatenated with typed real rows they leave
         # an object column that Parquet stores typed anyway. Check the table as it is stored, not that artefact.
-        out = dataclasses.replace(out, training_set=out.training_set.infer_objects())
+        # When only the rows appended to r-1's are held (accumulate's common case), everything below reads those
+        # rows and r-1's record, never r-1's rows.
+        base = reads.previous_set
+        out = dataclasses.replace(out, _training_set=out.training_added.infer_objects())
+        held = out.training_set_held
         extras = seed_map_stage.coverage_extras(planner, r, plot=self.plots)
         coverage = {**out.coverage, **extras, **distance.round_figures(planner, spec, r)}
         cov_frame = pd.DataFrame([flatten({k: v for k, v in coverage.items() if not isinstance(v, bytes)})])
-        checks = training_set_checks(spec, reads.previous, out.training_set, only=self.checks) + [
+        checks = training_set_checks(
+            spec, base, out.training_added, only=self.checks, appended_to=None if held else base
+        ) + [
             c for c in coverage_checks(spec, coverage) if self.checks is None or c.name in self.checks
         ] + self._collapse_check(coverage)
         if not self.persist:
-            return RoundResult(out, reads.previous, coverage, cov_frame, {}, checks, generator)
+            return RoundResult(out, base, coverage, cov_frame, {}, checks, generator)
         failed = [c.name for c in checks if c.asset == "training_set" and c.blocking and not c.passed]
         records = {
             "candidates": store.write(name, "candidates", out.candidates, partition=part),
@@ -408,8 +448,17 @@ class RoundSession:
                 name, SYNTHETIC_POOL_TABLE, out.new_synthetic.reset_index(drop=True), partition=part
             )
         # Written even when a blocking check failed (for audit); the record's failed_checks keeps it out of reads.
-        ts_meta = {**({FAILED_CHECKS: failed} if failed else {}), **_failure_reasons(checks)} or None
-        added = appended_rows(reads.previous, out.training_set)
+        # A set the policy built in memory as r-1's plus new rows had r-1 read already (base.loaded).
+        prev_rows = base.frame if base is not None and base.loaded else None
+        added = out.training_added if not held else appended_rows(prev_rows, out.training_set)
+        new_rows = added if added is not None else out.training_set[out.training_set["_round"] == r]
+        ts_meta = {
+            **training_set_meta(out.training_added, None if held else base),
+            # The round's additions in the persistent indexes before the record that says so (stages/earlier.py).
+            **write_chunks(store, name, part, new_rows, emb),
+            **({FAILED_CHECKS: failed} if failed else {}),
+            **_failure_reasons(checks),
+        }
         if added is not None and reads.previous_record is not None:
             # Issue 14: a training set that is r-1's plus new rows is stored by appending only those rows to r-1's
             # Delta version (same data version as a full write of the same table).
@@ -420,7 +469,7 @@ class RoundSession:
             records["training_set"] = store.write(
                 name, "training_set", out.training_set, partition=part, meta=ts_meta
             )
-        return RoundResult(out, reads.previous, coverage, cov_frame, records, checks, generator)
+        return RoundResult(out, base, coverage, cov_frame, records, checks, generator)
 
 
 def _failure_reasons(checks: Sequence[CheckOutcome]) -> dict[str, Any]:
@@ -447,11 +496,15 @@ def flatten(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def training_set_checks(
     spec: PipelineSpec,
-    previous: pd.DataFrame | None,
+    previous: pd.DataFrame | PreviousSet | None,
     training_set: pd.DataFrame,
     only: Collection[str] | None = None,
+    appended_to: PreviousSet | None = None,
 ) -> list[CheckOutcome]:
-    """The training set's checks; `only`: the names to evaluate (the others are not computed), None: all."""
+    """The training set's checks; `only`: the names to evaluate (the others are not computed), None: all.
+
+    `appended_to`: `training_set` holds only the rows appended to that previous set, whose rows are not read: the
+    checks then read those rows and the previous version record's statistics (stages/set_checks.py)."""
 
     def wanted(name: str) -> bool:
         return only is None or name in only
@@ -459,6 +512,13 @@ def training_set_checks(
     def outcome(name: str, passed: bool, metadata: dict[str, Any]) -> CheckOutcome:
         return CheckOutcome("training_set", name, passed, name in BLOCKING_TRAINING_SET_CHECKS, metadata)
 
+    if appended_to is not None:
+        from synthflow.stages.set_checks import appended_checks
+
+        out = [outcome(n, ok, md) for n, ok, md in appended_checks(spec, appended_to, training_set, only)]
+        return out + _added_rows_checks(spec, None, training_set, wanted, outcome)  # the rows added: all held
+    if isinstance(previous, PreviousSet):
+        previous = previous.frame if policies.get(spec.accumulate.policy).keeps_previous_rows else None
     out = []
     if wanted("schema"):
         problems = schema_problems(training_set, spec)
@@ -486,6 +546,18 @@ def training_set_checks(
     if wanted("unique_ids"):
         dup = int(training_set["_id"].duplicated().sum())
         out.append(outcome("unique_ids", dup == 0, {"duplicate_ids": dup}))
+    return out + _added_rows_checks(spec, previous, training_set, wanted, outcome)
+
+
+def _added_rows_checks(
+    spec: PipelineSpec,
+    previous: pd.DataFrame | None,
+    training_set: pd.DataFrame,
+    wanted: Callable[[str], bool],
+    outcome: Callable[..., CheckOutcome],
+) -> list[CheckOutcome]:
+    """The checks of the rows the round adds (those of `training_set` not in `previous`)."""
+    out = []
     # Only where a decontaminate entry asks for it (the Dagster check exists then too: decontaminate.has_check).
     contamination = decontaminate.training_set_check(spec, previous, training_set) if wanted(
         decontaminate.CHECK_NAME

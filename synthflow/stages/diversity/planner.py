@@ -25,7 +25,8 @@ class GapPlanner:
     """Aims prompts at the seed clusters whose share of the accumulated synthetic rows is below target.
 
     `seed` is the seed table (with `_id`, `_text`) the map was built from; `synthetic` the synthetic rows accepted
-    in earlier rounds (with `_text`), which count towards the shares.
+    in earlier rounds (with `_text`), which count towards the shares; `synthetic_vectors` their embeddings when
+    they are cached (the persistent vector index's table), so they are not embedded again.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class GapPlanner:
         few_shot: int = 3,
         synthetic: pd.DataFrame | None = None,
         near_duplicate_threshold: float = 0.95,
+        synthetic_vectors: np.ndarray | None = None,
     ):
         self.seed = seed.reset_index(drop=True)
         self.seed_map = seed_map
@@ -53,17 +55,19 @@ class GapPlanner:
         if np.isnan(self._seed_pos.astype(float)).any():
             raise ValueError("the seed map has ids that are not in the seed table; rebuild the seed map")
         self._members = [seed_map.members(c) for c in range(seed_map.k)]
-        self._prev_vectors, self._prev_labels, self._prev_texts = self._embed(synthetic)
+        self._prev_vectors, self._prev_labels, self._prev_texts = self._embed(synthetic, synthetic_vectors)
         self._vectors: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._texts: list[str] = []
         self._planned = np.zeros(seed_map.k, dtype=np.int64)
 
-    def _embed(self, frame: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _embed(
+        self, frame: pd.DataFrame | None, vectors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         if frame is None or len(frame) == 0:
             return np.empty((0, self.seed_map.dim), dtype=np.float32), np.empty(0, dtype=np.int64), []
         texts = _texts(frame)
-        vectors = self.embedder.encode(texts)
+        vectors = self.embedder.encode(texts) if vectors is None else vectors
         return vectors, self.seed_map.assign(vectors), texts
 
     # -- the PromptPlanner protocol ----------------------------------------------------------------------------

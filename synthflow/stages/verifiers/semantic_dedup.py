@@ -5,7 +5,10 @@ seed (`seed_copy_threshold`), one too close to an accepted synthetic row or to a
 batch adds nothing new (`near_duplicate_threshold`). Both default to the spec's `diversity` section.
 
 The index of reference and accepted rows lives in `ctx.state` for the whole round; each batch only adds the rows
-accepted since the last one. Texts are embedded through `ctx.embedder`, whose cache makes a rebuild cheap.
+accepted since the last one. Texts are embedded through `ctx.embedder`, whose cache makes a rebuild cheap. Rows
+accepted in earlier rounds come, when the round gives it, from the persistent vector index
+(`ctx.state[ACCEPTED_VECTOR_INDEX]`, synthflow.stages.vector_index): then `ctx.accepted` holds only this round's
+rows, and earlier rounds are neither read nor embedded again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pydantic import Field
 from synthflow.stages.diversity.index import SimilarityIndex, within_batch
 from synthflow.stages.verifiers.base import Needs, VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
+
+# VerifyContext.state key: a VectorIndex of the rows accepted in earlier rounds (embedded by ctx.embedder).
+ACCEPTED_VECTOR_INDEX = "accepted_vector_index"
 
 
 class SemanticDedupParams(VerifierParams):
@@ -94,6 +100,11 @@ def semantic_dedup_verifier(name: str, params: SemanticDedupParams):
         ref = index.nearest(vectors, kinds=("reference",))
         note(ref.similarity >= copy, ref.similarity, ref.id, np.array(["reference"] * n, dtype=object))
         syn = index.nearest(vectors, kinds=("synthetic",))
+        earlier = ctx.state.get(ACCEPTED_VECTOR_INDEX) if "accepted" in params.against else None
+        if earlier is not None and len(earlier) and n:
+            sim, ids = earlier.nearest(vectors)
+            closer = sim > syn.similarity
+            syn.similarity[closer], syn.id[closer] = sim[closer], ids[closer]
         note(syn.similarity >= near, syn.similarity, syn.id, np.array(["synthetic"] * n, dtype=object))
         if "batch" in params.against and n > 1:
             dup, sim = within_batch(vectors, near, skip=rejected)
