@@ -391,7 +391,7 @@ def report(results: dict[str, list[dict]], rounds: int, rows: int, load: tuple[f
     return "\n".join(lines), all(ok for *_, ok in checks)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench scale")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--rows", type=int, default=25_000)
@@ -401,7 +401,7 @@ def main() -> int:
                          "(the baseline); rewrite is required")  # fmt: skip
     ap.add_argument("--child", choices=("session", "delta", "rewrite"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.child == "session":
         session_child(Path(args.root), args.rounds, args.rows)
         return 0

@@ -188,3 +188,33 @@ def test_checks_on_the_new_rows_still_fail_a_bad_row_and_a_dropped_row(project, 
         checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
         assert checks["keeps_previous_rows"] is False
         assert failed_checks(store.latest(spec.name, "training_set", ROUNDS[1])) == ["keeps_previous_rows"]
+
+
+def test_a_round_reads_r1_only_when_a_consumer_asks(project):
+    """RoundSession on its own: round 2's reads hold r-1's record, not its rows, through the whole round; asking for
+    `reads.previous` (what a python backend's prepare_round does) reads them once."""
+    from synthflow.spec import load_spec
+    from synthflow.stages.seed import load_seed
+    from synthflow.stages.session import RoundSession
+
+    path = project / "assets" / "math_word_problems.yaml"
+    small_spec(project)
+    text = path.read_text().replace("  - type: dedup\n", "").replace("diversity:\n", "diversity:\n  enabled: false\n")
+    path.write_text(text)
+    spec = load_spec(path)
+    store = Store(str(project / "store"))
+    store.write(spec.name, "seed", load_seed(spec.seed, spec.base_dir))
+    generators = {spec.generate.generator: lambda: ScriptedGenerator("scripted")}
+    for r in (1, 2):
+        session = RoundSession(spec, store, spec.name, ROUNDS[:r], plots=False)
+        reads = session.load()
+        result = session.run(reads, generators=generators)
+        assert not result.blocking_failures
+        if r == 2:
+            assert reads.previous_set is not None and not reads.previous_set.loaded
+            assert not result.output.training_set_held and len(result.output.training_added) == 4
+            assert result.output.coverage["training_rows"] == 48 + 8
+            before = PreviousSet.reads
+            assert len(reads.previous) == 48 + 4 and reads.previous_set.loaded  # read on first use, once
+            assert len(reads.previous) == 48 + 4 and PreviousSet.reads == before + 1
+    assert store.latest(spec.name, "training_set", ROUNDS[1]).rows == 48 + 8
