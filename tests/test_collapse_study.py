@@ -72,7 +72,8 @@ def test_study_report_at_sigma2_2_is_the_theory_and_constant_work_per_round(proj
     n = np.arange(2, ROUNDS + 2)
     rep = ratios["replace"] / n
     acc = ratios["accumulate"] / np.array([theory.accumulate_ratio(int(k)) for k in n])
-    assert abs(rep.mean() - 1) < 0.25 and abs(acc.mean() - 1) < 0.25, (rep, acc)
+    # 40 runs of d=3: one round's mean ratio has a standard error of ~13%; the bug read 2x.
+    assert abs(rep.mean() - 1) < 0.25 and abs(acc.mean() - 1) < 0.35, (rep, acc)
     print(f"sigma^2=2: replace ratio/theory {rep.mean():.3f}, accumulate ratio/theory {acc.mean():.3f}")
     assert meta["linear_error_ratio_replace"] == pytest.approx(ratios["replace"][-1])
 
@@ -83,3 +84,40 @@ def test_study_report_at_sigma2_2_is_the_theory_and_constant_work_per_round(proj
     assert series is not None
     for rec in full.itertuples(index=False):
         assert series[f"{rec.metric}_{rec.policy}"][rec.round] == pytest.approx(rec.value, rel=1e-9)
+
+
+def _light_study(p: StudyParams, rounds: int):
+    """The study pipeline's rounds through RoundSession's light mode (nothing stored), for exact comparisons."""
+    import uuid
+
+    import pandas as pd
+
+    from synthflow.generators.python_backend import PythonGenerator
+    from synthflow.spec import PipelineSpec
+    from synthflow.stages.accumulate import real_rows
+    from synthflow.stages.session import RoundReads, RoundSession
+
+    spec = PipelineSpec.model_validate(recipe.spec_dict(p, "seed.jsonl"))
+    seed = recipe.seed_rows(p)
+    seed["_id"] = [f"s{i}" for i in range(len(seed))]
+    seed["_text"] = seed["experiment"]
+    real = real_rows(seed, [c.name for c in spec.seed.columns], 0)
+    gen = PythonGenerator("synthflow.collapse.study:generate", group_by=["run"], sigma2=p.sigma2)
+    store = Store(f"memory://collapse-study-{uuid.uuid4().hex}")
+    reads = RoundReads(seed=real.iloc[0:0], real=real, previous=None, pool=None)
+    keys = [f"r{r}" for r in range(1, rounds + 1)]
+    for r in range(1, rounds + 1):
+        session = RoundSession(spec, store, spec.name, keys[:r], persist=False, checks=(), plots=False, keep_cache=False)
+        reads = session.carry(reads, session.run(reads, generators={"collapse": lambda: gen}))
+    return pd.DataFrame(reads.previous)
+
+
+def test_error_ratio_does_not_depend_on_sigma2():
+    """Same seeds, noise scaled by sigma: every fit's error scales by sigma^2, so the ratio to the OLS error at the
+    run's sigma^2 is the same number at sigma^2 = 1 and 2 (it read exactly 2x at sigma^2 = 2 before)."""
+    one, two = (StudyParams(runs=4, m=6, t=10, d=3, sigma2=s) for s in (1.0, 2.0))
+    h1 = study.history(_light_study(one, 3), 3, sigma2=1.0)
+    h2 = study.history(_light_study(two, 3), 3, sigma2=2.0)
+    lin = h1["metric"] == "linear_error_ratio"
+    assert lin.sum() == 12 and (h1.loc[lin, "value"] > 0).all()
+    assert h2.loc[lin, "value"].to_numpy() == pytest.approx(h1.loc[lin, "value"].to_numpy(), rel=1e-9)
