@@ -15,7 +15,9 @@ Protocol: before a round the loop calls `prepare_round(previous, real, round_ind
 block of rows (`meta["rows"]`; the count is also in the messages, so it is part of the cache key) and gets them as
 one result whose text is a table (`encode_rows` / `decode_rows`). The function receives a `PythonContext` and
 returns a DataFrame or a list of dicts with exactly `ctx.n` rows in the spec's output schema, sampled with
-`ctx.rng`, so the rows depend only on (the fit data, the round, the request's seed).
+`ctx.rng`, so the rows depend only on (the fit data, the round, the request's seed). RoundSession also calls
+`prepare_report(previous_coverage)` with round r-1's stored coverage row, which the report function reads as
+`ctx.previous_coverage` to carry its figures forward instead of recomputing earlier rounds.
 
 Why the fit data's hash is in `model_id`: the request cache keys results by model_id, so rows sampled from a fit
 on another training set (a re-run upstream round, new real rows) are a different model's output and can never be
