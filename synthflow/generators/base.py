@@ -162,9 +162,9 @@ def sample_runs(requests: Iterable[GenerationRequest]) -> list[SampleRun]:
     return runs
 
 
-def split_count(total: int, weights: list[int]) -> list[int]:
-    """`total` split in proportion to `weights` (integers summing to `total`): what each of the n samples of one
-    request gets of the usage the server reports for the whole request."""
+def split_count(total: int, weights: list[int], cap: int | None = None) -> list[int]:
+    """`total` split in proportion to `weights` (integers summing to `total`), none above `cap` where the total
+    allows: what each of the n samples of one request gets of the usage the server reports for the whole request."""
     if not weights:
         return []
     if sum(weights) <= 0:
@@ -172,6 +172,14 @@ def split_count(total: int, weights: list[int]) -> list[int]:
     whole = sum(weights)
     shares = [total * w // whole for w in weights]
     shares[-1] += total - sum(shares)
+    if cap is not None:
+        excess = sum(max(0, s - cap) for s in shares)
+        shares = [min(s, cap) for s in shares]
+        for i in range(len(shares)):
+            add = min(cap - shares[i], excess)
+            shares[i] += add
+            excess -= add
+        shares[-1] += excess  # a total above n * cap: the server counted more than it may; keep its sum
     return shares
 
 

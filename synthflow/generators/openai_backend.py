@@ -460,13 +460,18 @@ class _Run:
         finally:
             self._in_flight -= 1
         try:
-            return _results(json.loads(raw.content), keys, self.gen.model_id), None
+            return _results(json.loads(raw.content), keys, self.gen.model_id, body.get("max_tokens")), None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return None, _Failure(retry.INVALID_RESPONSE, f"unreadable response ({type(exc).__name__}: {exc})")
 
 
-def _results(data: dict[str, Any], keys: list[str], model: str) -> list[GenerationResult]:
-    """One result per key from a chat completions response with len(keys) choices (matched by `index`)."""
+def _results(
+    data: dict[str, Any], keys: list[str], model: str, max_tokens: int | None = None
+) -> list[GenerationResult]:
+    """One result per key from a chat completions response with len(keys) choices (matched by `index`).
+
+    The usage is the request's: a choice stopped by `length` used max_tokens; the rest of the completion tokens go
+    to the other choices by text length, none above max_tokens."""
     choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
     if len(choices) != len(keys):
         raise ValueError(f"{len(choices)} choices for n={len(keys)} (a server without `n`? set server_n: false)")
@@ -484,7 +489,9 @@ def _results(data: dict[str, Any], keys: list[str], model: str) -> list[Generati
     server_reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     n = len(keys)
     prompt = split_count(int(usage.get("prompt_tokens") or 0), [1] * n)
-    completion = split_count(int(usage.get("completion_tokens") or 0), [len(t) for t in texts])
+    completion = _completion_split(
+        int(usage.get("completion_tokens") or 0), texts, [c.get("finish_reason") for c in choices], max_tokens
+    )
     reasoning_split = (
         split_count(int(server_reasoning), thoughts) if server_reasoning is not None else [None] * n
     )
@@ -500,6 +507,22 @@ def _results(data: dict[str, Any], keys: list[str], model: str) -> list[Generati
         )
         for i, (key, text, choice) in enumerate(zip(keys, texts, choices, strict=True))
     ]
+
+
+def _completion_split(
+    total: int, texts: list[str], finishes: list[str | None], max_tokens: int | None
+) -> list[int]:
+    cut = [i for i, f in enumerate(finishes) if f == "length"] if max_tokens else []
+    if not cut or len(cut) * max_tokens > total:
+        return split_count(total, [len(t) for t in texts], max_tokens)
+    out = [max_tokens if i in cut else 0 for i in range(len(texts))]
+    rest = [i for i in range(len(texts)) if i not in cut]
+    if not rest:
+        out[-1] += total - sum(out)
+        return out
+    for i, share in zip(rest, split_count(total - sum(out), [len(texts[i]) for i in rest], max_tokens), strict=True):
+        out[i] = share
+    return out
 
 
 # Body fields that chat.completions.create() takes by name; anything else (top_k, min_tokens, ...) is a server
