@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from synthflow.generators import make_generator
-from synthflow.generators.base import GenerationRequest, SamplingParams
+from synthflow.generators.base import GenerationRequest, SampleRun, SamplingParams
 from synthflow.generators.batch_backend import DEFAULT_RETRY_KINDS, BatchGenerator
 from synthflow.generators.openai_backend import OpenAIGenerator
 from synthflow.stages.cache import ResultCache
@@ -110,7 +110,8 @@ class TestOpenAIBatchAPI:
         # The refused line alone went out again, twice, and is then reported failed like the openai backend's 400s.
         keys = [r.key(gen.model_id) for r in [*good, bad]]
         assert gen.submissions == [keys, [keys[-1]], [keys[-1]]]
-        assert endpoint.lines_received - before == len(keys) + 2
+        # One line per prompt's run of samples (n=2, as the openai backend asks), the refused one alone: 4 lines.
+        assert endpoint.lines_received - before == 4 + 2
         err = results[bad.key(SERVED_MODEL)].error
         assert err.startswith(f"bad_request: {endpoint.base_url} batch batch_") and ": HTTP 400: " in err, err
         assert err.endswith("(after 3 attempts)") and results[bad.key(SERVED_MODEL)].retries == 2, err
@@ -121,11 +122,19 @@ class TestOpenAIBatchAPI:
         good, bad = _cases()
         gen = BatchGenerator(SERVED_MODEL, poll_interval_s=0.2, extra_body={"min_tokens": 2})
         plain = OpenAIGenerator(SERVED_MODEL, extra_body={"min_tokens": 2})
-        for r in [*good, bad]:
-            line = gen.line(r)
-            assert line["body"] == plain.request_body(r) and line["custom_id"] == r.key(plain.model_id)
+        runs = plain.runs([*good, bad])
+        assert [r.n for r in runs] == [2, 2, 2, 1]
+        for run in runs:
+            line = gen.line(run)
+            assert line["body"] == plain.request_body(run.requests[0], n=run.n, seed=run.seed)
+            assert line["custom_id"].startswith(run.requests[0].key(plain.model_id))
             assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
-        assert gen.line(good[-1])["body"]["response_format"]["json_schema"]["schema"] == SCHEMA
+        assert gen.line(runs[2])["body"]["response_format"]["json_schema"]["schema"] == SCHEMA
+        # server_n off: one line a sample, the body the openai backend sends with server_n off.
+        single = BatchGenerator(SERVED_MODEL, server_n=False)
+        off = OpenAIGenerator(SERVED_MODEL, server_n=False)
+        for run in off.runs([*good, bad]):
+            assert single.line(run)["body"] == off.request_body(run.requests[0]) and run.n == 1
         [(_, res)] = list(gen.generate([bad]))
         assert gen.submissions == [[bad.key(gen.model_id)]]
         assert res.error.startswith("bad_request: ") and "attempts" not in res.error
@@ -143,7 +152,8 @@ class TestOpenAIBatchAPI:
         results, stats = run_generation([*good, bad], gen, ResultCache(store, "p"))
         assert (stats.from_cache, stats.sent) == (3, len(good) - 3 + 1)
         assert gen.submissions[-1] == [r.key(gen.model_id) for r in [*good[3:], bad]]
-        assert endpoint.lines_received - before == len(good) - 3 + 1
+        # Lines: the second colour sample alone (its first is cached), the JSON pair as one n=2 run, the bad one.
+        assert endpoint.lines_received - before == 3
         assert results[:3] == first and results[-1].error  # the failure is not cached ...
         # ... and the openai backend, pointed at the vLLM server itself, finds every success in the same cache.
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
@@ -163,7 +173,7 @@ class TestOpenAIBatchAPI:
         good, bad = _cases()
         gen = make_generator("openai_batch", SERVED_MODEL, transport="anthropic", poll_interval_s=0.2,
                              retry_kinds=RETRY_BAD_REQUESTS, max_attempts=2)  # fmt: skip
-        params = gen.line(good[-1])["params"]
+        params = gen.line(SampleRun((good[-1],)))["params"]
         assert params["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
         assert params["top_k"] == 20 and params["stop_sequences"] == ["\n\n"] and "seed" not in params
         results = _by_key(gen.generate([*good, bad]))

@@ -1,10 +1,12 @@
-"""The `openai_batch` backend: a round's requests as one OpenAI Batch API job (JSONL in, JSONL out).
+"""The `openai_batch` backend: a round's requests as batch jobs (JSONL in, JSONL out), OpenAI Batch API format.
 
-Each request is one line `{"custom_id": <request key>, "method": "POST", "url": "/v1/chat/completions",
-"body": ...}` whose body is exactly what the `openai` backend would send (OpenAIGenerator.request_body). The job
-runs on one of two transports (batch_transports.py): a server's `/v1/files` + `/v1/batches` (hosted OpenAI, or
-anything implementing them), or vLLM's own batch runner as a subprocess. A batch job is not interactive: results
-come back when the job ends, so they reach the request cache job by job rather than one by one.
+Each run of samples of one prompt (base.SampleRun, as the openai backend groups them; one sample a run with
+`server_n: false`) is one line `{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": ...}` whose
+body is exactly what the `openai` backend sends for that run (OpenAIGenerator.request_body), and the answer is read
+by the openai backend's reader. The job runs on one of three transports (batch_transports.py): a server's
+`/v1/files` + `/v1/batches` (hosted OpenAI, or anything implementing them), vLLM's own batch runner as a
+subprocess, or Anthropic's Message Batches API (one sample a request, Messages API params). A batch job is not
+interactive: results come back when the job ends, so they reach the request cache job by job.
 
 Lines that failed are resubmitted, alone, in a new job while their failure is of a retryable kind and attempts
 are left (`max_attempts` jobs in all); what still fails is yielded with `error` like the openai backend's
@@ -28,13 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from synthflow.generators import retry
-from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, Usage
+from synthflow.generators.base import GenerationRequest, GenerationResult, ProgressCallback, SampleRun, Usage
 from synthflow.generators.batch_transports import (
     AnthropicMessageBatches,
     BatchJobFailed,
     OpenAIBatchAPI,
     VLLMRunBatch,
 )
+
+# The openai backend's body builder and response reader: one copy of each (it costs this module the openai import).
+from synthflow.generators.openai_backend import OpenAIGenerator
+from synthflow.generators.openai_backend import _results as completion_results
 
 TRANSPORTS = ("openai", "vllm", "anthropic")
 # Where each HTTP transport finds its server and key by default (names configurable; values only from the environment).
@@ -51,8 +57,8 @@ DEFAULT_RETRY_KINDS = (*sorted(retry.RETRYABLE), retry.INVALID_RESPONSE)
 class BatchGenerator:
     """Generator that sends its requests as OpenAI Batch API jobs. See docs/generation.md for every option.
 
-    transport="openai": the endpoint comes from the environment only (`base_url_env`, `api_key_env`), as with the
-    openai backend. transport="vllm": `model` is the weights (folder or hub id) given to `--model`, and
+    transport="openai" / "anthropic": the endpoint comes from the environment only (`base_url_env`, `api_key_env`;
+    default OPENAI_* / ANTHROPIC_*), as with the openai backend. transport="vllm": `model` is the weights (folder or hub id) given to `--model`, and
     `served_model_name` (default: `model`) is the name in the bodies and the cache key.
     """
 
@@ -81,11 +87,10 @@ class BatchGenerator:
         work_dir: str | None = None,
         prices: Mapping[str, float] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        server_n: bool = True,
         metadata: Mapping[str, str] | None = None,
         label: str | None = None,
     ) -> None:
-        from synthflow.generators.openai_backend import OpenAIGenerator
-
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         if max_attempts < 1 or max_batch_requests < 1:
@@ -96,7 +101,9 @@ class BatchGenerator:
         self._label = label
         # The openai backend builds the bodies (one copy of the body rules) and prices the usage.
         url_env, key_env = _ENV.get(transport, _ENV["openai"])
-        self._bodies = OpenAIGenerator(self._model, base_url_env=base_url_env or url_env, api_key_env=api_key_env or key_env,
+        # Messages API requests have no `n`: one sample a request there.
+        self.supports_n = bool(server_n) and transport != "anthropic"
+        self._bodies = OpenAIGenerator(self._model, base_url_env=base_url_env or url_env, api_key_env=api_key_env or key_env, server_n=self.supports_n,
                                        prices=prices, extra_body=extra_body)  # fmt: skip
         self.completion_window = completion_window
         self.poll_interval_s = float(poll_interval_s)
@@ -115,7 +122,7 @@ class BatchGenerator:
         self.work_dir = work_dir
         self.metadata = dict(metadata or {})
         self.usage = Usage()
-        # custom_ids of every job sent, in order: what was (re)submitted, for logs and tests.
+        # The sample keys each job sent, in order: what was (re)submitted, for logs and tests.
         self.submissions: list[list[str]] = []
 
     @property
@@ -136,9 +143,11 @@ class BatchGenerator:
         s = request.sampling
         system = "\n\n".join(c for r, c in request.messages if r == "system")
         params: dict[str, Any] = {
-            "model": self._model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+            "model": self._model, "max_tokens": s.max_tokens, "temperature": s.temperature,
             "messages": [{"role": r, "content": c} for r, c in request.messages if r != "system"],
         }  # fmt: skip
+        if s.top_p < 1.0:  # 1 is no nucleus cut; recent Claude models refuse top_p beside temperature
+            params["top_p"] = s.top_p
         if system:
             params["system"] = system
         if s.top_k > 0:
@@ -154,12 +163,29 @@ class BatchGenerator:
         """USD at `prices` (give the batch prices: usually half the interactive ones); None without prices."""
         return self._bodies.estimate_cost(usage or self.usage)
 
-    def line(self, request: GenerationRequest) -> dict[str, Any]:
-        """One line of the batch input file (Message Batches: one request of the batch)."""
+    def custom_id(self, run: SampleRun) -> str:
+        """The request key of a run's first sample (32 hex), `-n<k>` added for a run of k > 1 samples: unique in a
+        call (each key is sent once) and within Anthropic's `^[a-zA-Z0-9_-]{1,64}$`."""
+        key = run.requests[0].key(self.model_id)
+        return key if run.n == 1 else f"{key}-n{run.n}"
+
+    def line(self, run: SampleRun) -> dict[str, Any]:
+        """One line of the batch input file for a run of samples (Message Batches: one request of the batch).
+        The body is the openai backend's for that run: n = the run's samples, seeded as it seeds them."""
+        first = run.requests[0]
         if self.transport == "anthropic":
-            return {"custom_id": request.key(self.model_id), "params": self.anthropic_params(request)}
-        return {"custom_id": request.key(self.model_id), "method": "POST", "url": "/v1/chat/completions",
-                "body": self.request_body(request)}  # fmt: skip
+            return {"custom_id": self.custom_id(run), "params": self.anthropic_params(first)}
+        body = (
+            self._bodies.request_body(first, n=run.n, seed=run.seed)
+            if self.supports_n
+            else self.request_body(first)
+        )
+        return {
+            "custom_id": self.custom_id(run),
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": body,
+        }
 
     def generate(
         self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
@@ -167,54 +193,56 @@ class BatchGenerator:
         reqs = list(requests)
         if not reqs:
             return
-        by_id: dict[str, list[GenerationRequest]] = {}
+        by_key: dict[str, list[GenerationRequest]] = {}
         for r in reqs:  # custom_ids must be unique in a batch: a request given twice goes once
-            by_id.setdefault(r.key(self.model_id), []).append(r)
+            by_key.setdefault(r.key(self.model_id), []).append(r)
+        unique = [rs[0] for rs in by_key.values()]
+        runs = {self.custom_id(run): run for run in self._bodies.runs(unique)}
         lines = {
-            cid: json.dumps(self.line(rs[0]), ensure_ascii=False).encode() + b"\n"
-            for cid, rs in by_id.items()
+            cid: json.dumps(self.line(run), ensure_ascii=False).encode() + b"\n" for cid, run in runs.items()
         }
         t0 = time.perf_counter()
         tmp = None if self.work_dir else tempfile.mkdtemp(prefix="synthflow-batch-")
         transport = self._transport(Path(self.work_dir or tmp))
         done, shown, total = 0, 0, len(reqs)
         answered: dict[int, int] = {}
-        base = 0
+        base, per_line = 0, 1.0
 
         def job_progress(job: int, n: int) -> None:
+            # The server counts lines; a line holds a run's samples: shown in samples, roughly.
             nonlocal shown
             answered[job] = n
-            now = min(total, base + sum(answered.values()))
+            now = min(total, base + int(sum(answered.values()) * per_line))
             if progress is not None and now > shown:
                 shown = now
                 progress(now, total)
 
-        pending = list(by_id)
+        pending = list(runs)
         try:
             for attempt in range(1, self.max_attempts + 1):
-                chunks = [
-                    pending[i : i + self.max_batch_requests]
-                    for i in range(0, len(pending), self.max_batch_requests)
+                step = self.max_batch_requests
+                chunks = [pending[i : i + step] for i in range(0, len(pending), step)]
+                self.submissions += [
+                    [r.key(self.model_id) for c in ch for r in runs[c].requests] for ch in chunks
                 ]
-                self.submissions += chunks
                 answered.clear()
-                base = done
+                base, per_line = done, sum(runs[c].n for c in pending) / len(pending)
                 retry_next: list[str] = []
-                for job, outputs in transport.run_jobs(
-                    [b"".join(lines[c] for c in ch) for ch in chunks], job_progress
-                ):
+                jobs = [b"".join(lines[c] for c in ch) for ch in chunks]
+                for job, outputs in transport.run_jobs(jobs, job_progress):
                     got = {o.get("custom_id"): o for o in outputs}
+                    where = transport.where(transport.ids.get(job))
                     for cid in chunks[job]:
-                        result, kind = self._read(cid, got.get(cid), transport.where(transport.ids.get(job)))
-                        if (
-                            result.error is None
-                            or kind not in self.retry_kinds
-                            or attempt == self.max_attempts
-                        ):
+                        keys = [r.key(self.model_id) for r in runs[cid].requests]
+                        results, kind = self._read(keys, got.get(cid), where)
+                        if kind is not None and kind in self.retry_kinds and attempt < self.max_attempts:
+                            retry_next.append(cid)
+                            continue
+                        for key, result in zip(keys, results, strict=True):
                             if result.error is not None and attempt > 1:
                                 result.error += f" (after {attempt} attempts)"
                             result.retries = attempt - 1
-                            for i, r in enumerate(by_id[cid]):
+                            for i, r in enumerate(by_key[key]):
                                 res = result if i == 0 else dataclasses.replace(result)
                                 done += 1
                                 self.usage.add(res)
@@ -222,8 +250,6 @@ class BatchGenerator:
                                     shown = done
                                     progress(done, total)
                                 yield r, res
-                        else:
-                            retry_next.append(cid)
                 pending = retry_next
                 if not pending:
                     break
@@ -250,13 +276,14 @@ class BatchGenerator:
                               timeout_s=self.timeout_s, max_wait_s=self.max_wait_s, max_retries=self.http_retries,
                               metadata=self.metadata)  # fmt: skip
 
-    def _read(self, cid: str, out: dict[str, Any] | None, where: str) -> tuple[GenerationResult, str | None]:
-        """The result of one output line, and its failure kind (None on success)."""
+    def _read(
+        self, keys: list[str], out: dict[str, Any] | None, where: str
+    ) -> tuple[list[GenerationResult], str | None]:
+        """The results of one output line (one per sample of its run), and its failure kind (None on success)."""
 
-        def failed(kind: str, detail: str) -> tuple[GenerationResult, str]:
-            return GenerationResult(
-                key=cid, text="", model=self.model_id, error=f"{kind}: {where}: {detail}"
-            ), kind
+        def failed(kind: str, detail: str) -> tuple[list[GenerationResult], str]:
+            error = f"{kind}: {where}: {detail}"
+            return [GenerationResult(key=k, text="", model=self.model_id, error=error) for k in keys], kind
 
         if out is None:
             return failed(
@@ -272,7 +299,7 @@ class BatchGenerator:
             kind = retry.kind_for_status(int(status)) if status else retry.SERVER
             return failed(kind, f"HTTP {status}: {_message(error or body)}" if status else _message(error))
         try:
-            return completion_result(body, cid, self.model_id), None
+            return completion_results(body, keys, self.model_id), None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return failed(retry.INVALID_RESPONSE, f"unreadable response ({type(exc).__name__}: {exc})")
 
@@ -284,22 +311,6 @@ class BatchGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def completion_result(data: Any, key: str, model: str) -> GenerationResult:
-    """A chat completion body as a result: text (a reasoning parser's reasoning put back inline as a leading
-    <think> block, as the openai backend does), token counts, finish reason."""
-    choice = data["choices"][0]
-    usage = data.get("usage") or {}
-    message = choice["message"]
-    text = message.get("content") or ""
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        text = f"<think>{reasoning}</think>{text}"
-    return GenerationResult(
-        key=key, text=text, model=model, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0), finish_reason=choice.get("finish_reason"),
-    )  # fmt: skip
 
 
 def _message(err: Any, limit: int = 300) -> str:

@@ -94,7 +94,7 @@ class OpenAIBatchAPI:
                                file=(f"synthflow-{i}.jsonl", data), purpose="batch")  # fmt: skip
                 b = self._call("create the batch", self.client.batches.create, input_file_id=f.id,
                                endpoint="/v1/chat/completions", completion_window=self.completion_window,
-                               metadata=self.metadata or None)  # fmt: skip
+                               **({"metadata": self.metadata} if self.metadata else {}))  # fmt: skip
                 ids[i] = b.id
                 self._open.add(b.id)
                 log.info("batch %s submitted to %s: %d request(s)", b.id, self.endpoint, data.count(b"\n"))
