@@ -219,3 +219,40 @@ def test_llm_judge_calls_count_towards_the_round_budget_at_the_judges_price(proj
     assert cov["round_tokens"] == judge["prompt_tokens"] + judge["completion_tokens"] >= 500
     assert cov["round_cost_usd"] == pytest.approx(PRICE.cost(judge["prompt_tokens"], judge["completion_tokens"]), abs=1e-5)
     assert cov["stop_reason"] == MAX_TOKENS and len(result.output.candidates) == 8  # one block, then the stop
+
+
+def test_a_column_dag_charges_each_llm_column_at_its_own_generators_price(tmp_path, smoke_generator):
+    """`question` is written by the default generator and `answer` by the judge (both the smoke model here): each
+    column's reported tokens are charged to its own generator, at that generator's price."""
+    from synthflow.spec import parse_spec
+    from synthflow.stages.budget import BudgetMeter
+    from synthflow.stages.cache import ResultCache
+    from synthflow.stages.round import RoundInputs, run_round
+    from tests.test_columns import LLM_COLUMNS, spec_text
+
+    spec = parse_spec(spec_text(LLM_COLUMNS), str(tmp_path / "s.yaml"))
+    judge_price = Price(input_per_mtok=5.0, output_per_mtok=50.0)
+    meter = BudgetMeter(spec, {"generator": PRICE, "judge": judge_price})
+    seed = load_seed(spec.seed, spec.base_dir)
+    out = run_round(
+        RoundInputs(
+            spec=spec,
+            round_index=1,
+            seed=seed,
+            real=real_rows(seed, [c.name for c in spec.seed.columns], 0),
+            previous=None,
+            generator=smoke_generator,
+            cache=ResultCache(Store(str(tmp_path / "store")), spec.name),
+            generators={"judge": smoke_generator},
+            meter=meter,
+        )
+    )
+    cols, by_gen = out.coverage["columns"], out.coverage["cost_by_generator"]
+    for column, generator, price in (("question", "generator", PRICE), ("answer", "judge", judge_price)):
+        tokens = (cols[column]["prompt_tokens"], cols[column]["completion_tokens"])
+        assert tokens[0] > 0
+        assert (by_gen[generator]["prompt_tokens"], by_gen[generator]["completion_tokens"]) == tokens
+        assert by_gen[generator]["usd"] == pytest.approx(price.cost(*tokens), abs=1e-5)
+    assert out.coverage["round_tokens"] == sum(
+        c.get("prompt_tokens", 0) + c.get("completion_tokens", 0) for c in cols.values()
+    )
