@@ -1,16 +1,19 @@
-"""Generation benchmarks G1, G2 and G2' of BENCHMARKS.md (G3, resume, is added by the request cache's owner).
+"""Generation benchmarks G1, G2, G2' and E1 (G3, resume, is bench/resume.py).
 
 G1: VLLMGenerator vs plain `vllm.LLM.chat` (the chat template + `LLM.generate`) on the same prompts and sampling
     params, one engine each. G2: OpenAIGenerator vs a plain `openai.AsyncOpenAI` client with the same concurrency,
     against one vLLM OpenAI-compatible server on 127.0.0.1. Criterion for both: tokens/s ratio >= 0.95.
 G2': from the same G2 runs, this process's CPU seconds per 1,000 requests (the client's own cost, which on a loaded
     machine it takes from the server on the same cores), ours against the plain client; criterion ratio <= 1.2.
+E1: one round of 500 accepted rows (schema, exact_dedup, semantic dedup) on the openai backend against the same
+    server: the generator's idle fraction (<= 10%) and accepted rows/s against a plain AsyncOpenAI client's
+    completions/s on the same requests (>= 0.85). G2 and E1 share one server.
 
 Both sides generate exactly the same number of tokens (min_tokens = max_tokens), so tokens/s compares like with like.
 The machine is shared and small, so each side runs `repeats` times, interleaved with the other in ABBA order, and
 the mean of each side's faster half of runs is compared (see compare()).
 
-    python -m bench.generation                      # G1 and G2 with the smoke model on CPU
+    python -m bench.generation                      # G1, G2 and E1 with the smoke model on CPU
     python -m bench.generation --only G1 --model DIR --engine '{"gpu_memory_utilization": 0.9}'   # on a GPU
 """
 
@@ -18,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,32 +236,45 @@ def g2_openai(
     log_dir: str | Path | None = None,
 ) -> list[Row]:
     """G2 (tokens/s ratio) and G2' (client CPU per 1,000 requests) from the same interleaved runs."""
-    from synthflow.generators.openai_backend import OpenAIGenerator
+    with served(model_dir, log_dir) as server:
+        return g2_on(server, n_prompts=n_prompts, max_tokens=max_tokens, concurrency=concurrency, repeats=repeats)
+
+
+@contextlib.contextmanager
+def served(model_dir: str | Path, log_dir: str | Path | None = None) -> Iterator[Any]:
+    """One vLLM OpenAI-compatible server on the model (its KV cache sized explicitly by the fixture's command),
+    with OPENAI_BASE_URL pointing at it; stopped, and the variable restored, on the way out."""
     from tests.fixtures.vllm_server import VLLMServer
 
     log_path = Path(log_dir or tempfile.mkdtemp(prefix="synthflow-g2-")) / "vllm-server.log"
     server = VLLMServer(Path(model_dir), log_path, api_key=None)
-    reqs = make_requests(n_prompts, max_tokens)
     saved = os.environ.get("OPENAI_BASE_URL")
     try:
         server.start()
         os.environ["OPENAI_BASE_URL"] = server.base_url
-        ours = OpenAIGenerator(server.served_model_name, max_concurrency=concurrency, extra_body={"min_tokens": max_tokens})
-
-        def run_ours() -> int:
-            return sum(res.completion_tokens for _, res in ours.generate(reqs) if not res.error)
-
-        def run_baseline() -> int:
-            return asyncio.run(_plain_openai(server.base_url, server.served_model_name, reqs, concurrency, max_tokens))
-
-        list(ours.generate(reqs[: min(64, len(reqs))]))  # warm the server (first batches, grammar-free path)
-        base, mine = compare(repeats, run_baseline, run_ours)
+        yield server
     finally:
         server.stop()
         if saved is None:
             os.environ.pop("OPENAI_BASE_URL", None)
         else:
             os.environ["OPENAI_BASE_URL"] = saved
+
+
+def g2_on(server: Any, *, n_prompts: int, max_tokens: int, concurrency: int, repeats: int) -> list[Row]:
+    from synthflow.generators.openai_backend import OpenAIGenerator
+
+    reqs = make_requests(n_prompts, max_tokens)
+    ours = OpenAIGenerator(server.served_model_name, max_concurrency=concurrency, extra_body={"min_tokens": max_tokens})
+
+    def run_ours() -> int:
+        return sum(res.completion_tokens for _, res in ours.generate(reqs) if not res.error)
+
+    def run_baseline() -> int:
+        return asyncio.run(_plain_openai(server.base_url, server.served_model_name, reqs, concurrency, max_tokens))
+
+    list(ours.generate(reqs[: min(64, len(reqs))]))  # warm the server (first batches, grammar-free path)
+    base, mine = compare(repeats, run_baseline, run_ours)
     return [
         _row(
             "G2",
@@ -295,6 +312,199 @@ async def _plain_openai(
         return sum(await asyncio.gather(*(one(r) for r in reqs)))
 
 
+# ----------------------------------------------------------------------------------------------------- E1
+
+E1_MAX_IDLE = 0.10  # generator idle fraction of the round
+E1_RATIO = 0.85  # accepted rows/s against the plain client's completions/s on the same requests
+
+E1_SPEC = """
+name: e1_round
+seed:
+  source: unused.jsonl
+  text: problem
+  columns: [{{name: problem, type: string}}]
+generate:
+  prompt: "Write one new grade-school math word problem like these:{{% for ex in exemplars %}} {{{{ ex.problem }}}}{{% endfor %}}"
+  few_shot: 2
+  output_schema:
+    type: object
+    properties: {{problem: {{type: string, minLength: 8, maxLength: 80}}}}
+    required: [problem]
+    additionalProperties: false
+  rows_per_round: {rows}
+  candidate_budget: {budget}
+  batch_size: {batch}
+  sampling: {{seed: 1, temperature: 0.8, top_p: 1.0, max_tokens: {max_tokens}}}
+verify:
+  - {{type: schema}}
+  - {{type: exact_dedup}}
+  - {{type: dedup}}
+"""
+
+
+class _Recording:
+    """The real OpenAIGenerator, noting each request it is sent: the baseline replays the round's requests."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.sent: list[GenerationRequest] = []
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def generate(self, requests: Any, progress: Any = None) -> Iterator[Any]:
+        requests = list(requests)
+        self.sent.extend(requests)
+        yield from self.inner.generate(requests, progress=progress)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def e1_round(
+    server: Any,
+    *,
+    rows: int = 500,
+    batch_size: int = 100,
+    max_tokens: int = 48,
+    concurrency: int = 32,
+    repeats: int = 4,
+) -> list[Row]:
+    """E1: one round of `rows` accepted rows (schema, exact_dedup, semantic dedup on MiniLM) through
+    stages.round.run_round on the openai backend, against a plain AsyncOpenAI client sending the same requests
+    (the ones whose results the round's candidates hold) with the same concurrency. ABBA order, `repeats` runs a
+    side, the faster half's mean; each of our runs starts with an empty request cache and a fresh embedding
+    cache. One more round with overlap off (same run) shows what overlap wins back."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import pandas as pd
+
+    from synthflow.embedding import Embedder
+    from synthflow.generators.openai_backend import OpenAIGenerator
+    from synthflow.spec import parse_spec
+    from synthflow.stages.accumulate import real_rows
+    from synthflow.stages.cache import ResultCache
+    from synthflow.stages.round import RoundInputs, run_round
+    from synthflow.stages.seed import with_ids_and_text
+    from synthflow.store import Store
+
+    text = E1_SPEC.format(rows=rows, budget=4 * rows, batch=batch_size, max_tokens=max_tokens)
+    spec = parse_spec(text, "e1.yaml")
+    problems = [f"{r.messages[1][1]} How many are left?" for r in make_requests(60, 1)]
+    seed = with_ids_and_text(pd.DataFrame({"problem": problems}), spec.seed)
+    real = real_rows(seed, ["problem"], 0)
+    st_model = Embedder("all-MiniLM-L6-v2", device="cpu").model
+
+    def one_round(overlap: bool) -> tuple[Any, float, _Recording]:
+        emb = Embedder("all-MiniLM-L6-v2", device="cpu")
+        emb.use_model(st_model)  # the loaded weights, an empty text cache: every run embeds its rows
+        gen = _Recording(OpenAIGenerator(server.served_model_name, max_concurrency=concurrency))
+        s = spec.model_copy(update={"generate": spec.generate.model_copy(update={"overlap": overlap})})
+        with tempfile.TemporaryDirectory(prefix="synthflow-e1-") as store_dir:
+            t0 = time.perf_counter()
+            out = run_round(
+                RoundInputs(
+                    spec=s, round_index=1, seed=seed, real=real, previous=None, generator=gen,
+                    cache=ResultCache(Store(store_dir), s.name), embedder=emb,
+                )
+            )  # fmt: skip
+            wall = time.perf_counter() - t0
+        return out, wall, gen
+
+    first, _, recorded = one_round(True)  # also warms the server's grammar for the schema
+    keys = set(first.candidates["candidate_id"])
+    model = recorded.model_id
+    reqs = [r for r in recorded.sent if r.key(model) in keys]
+    ours_rate: list[float] = []
+    base_rate: list[float] = []
+    busy_rate: list[float] = []  # candidates per second of the round's generating time (idle time taken out)
+    idle: list[float] = []
+    accepted_frac: list[float] = []
+    tokens = {"ours": 0, "baseline": 0}
+    for i in range(repeats):
+        order = ("ours", "baseline") if i % 2 else ("baseline", "ours")
+        for side in order:
+            if side == "ours":
+                out, wall, _ = one_round(True)
+                ours_rate.append(len(out.accepted) / wall)
+                idle.append(out.coverage["generator_idle_fraction"])
+                busy_rate.append(len(out.candidates) / (wall * (1 - idle[-1])))
+                accepted_frac.append(len(out.accepted) / len(out.candidates))
+                tokens["ours"] = int(out.candidates["completion_tokens"].sum())
+            else:
+                t0 = time.perf_counter()
+                done, toks = asyncio.run(_plain_round_requests(server.base_url, server.served_model_name, reqs, concurrency))
+                base_rate.append(done / (time.perf_counter() - t0))
+                tokens["baseline"] = toks
+    seq, seq_wall, _ = one_round(False)
+    print(f"E1 accepted rows/s per run: ours {[round(r, 1) for r in ours_rate]}; baseline completions/s "
+          f"{[round(r, 1) for r in base_rate]}; idle {idle}; accepted/candidates {[round(a, 3) for a in accepted_frac]}; "
+          f"{len(reqs)} requests; completion tokens ours {tokens['ours']}, baseline {tokens['baseline']}; "
+          f"overlap off: idle {seq.coverage['generator_idle_fraction']}, {len(seq.accepted) / seq_wall:.1f} rows/s; "
+          f"ours: candidates/s while generating {[round(r, 1) for r in busy_rate]}; rejected by "
+          f"{first.verified['rejected_by'].value_counts().to_dict()}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    mine, base = _top_half_mean(ours_rate), _top_half_mean(base_rate)
+    med_idle = statistics.median(idle)
+    seq_idle = seq.coverage["generator_idle_fraction"]
+    task = f"round of {rows} rows (schema, exact_dedup, dedup), openai backend, batch {batch_size}, concurrency {concurrency}"
+    return [
+        Row(
+            "E1",
+            f"{task}: generator idle fraction",
+            f"overlap off {seq_idle:.3f}",
+            f"{med_idle:.3f}",
+            med_idle / seq_idle if seq_idle > 0 else float("nan"),
+            f"idle <= {E1_MAX_IDLE}",
+            med_idle <= E1_MAX_IDLE,
+        ),
+        Row(
+            "E1",
+            f"{task}: accepted rows/s",
+            f"AsyncOpenAI {base:,.1f} completions/s",
+            f"{mine:,.1f} rows/s",
+            mine / base,
+            f"ratio >= {E1_RATIO}",
+            mine / base >= E1_RATIO,
+        ),
+    ]
+
+
+async def _plain_round_requests(
+    base_url: str, model: str, reqs: Sequence[GenerationRequest], concurrency: int
+) -> tuple[int, int]:
+    """The baseline: the round's requests (guided JSON included) with the openai client and a semaphore;
+    (completions, completion tokens)."""
+    from openai import AsyncOpenAI
+
+    sem = asyncio.Semaphore(concurrency)
+    async with AsyncOpenAI(base_url=base_url, api_key="EMPTY") as client:
+
+        async def one(r: GenerationRequest) -> int:
+            s = r.sampling
+            async with sem:
+                resp = await client.chat.completions.create(
+                    model=model,
+                    messages=r.chat(),
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    max_tokens=s.max_tokens,
+                    seed=sample_seed(r.seed, r.sample_index),
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "output", "schema": r.json_schema, "strict": True},
+                    },
+                )
+                return resp.usage.completion_tokens
+
+        counts = await asyncio.gather(*(one(r) for r in reqs))
+    return len(counts), sum(counts)
+
+
 # ----------------------------------------------------------------------------------------------------- main
 
 
@@ -305,7 +515,7 @@ def default_model_dir() -> Path:
 
 
 def run(
-    only: Sequence[str] = ("G1", "G2"),
+    only: Sequence[str] = ("G1", "G2", "E1"),
     *,
     model_dir: str | Path | None = None,
     repeats: int | None = None,
@@ -314,6 +524,7 @@ def run(
     g2_prompts: int = 500,
     concurrency: int = 32,
     engine_args: dict[str, Any] | None = None,
+    e1_rows: int = 500,
 ) -> list[Row]:
     """Run the chosen benchmarks and return their rows (printing is main()'s job)."""
     model = Path(model_dir) if model_dir else default_model_dir()
@@ -322,22 +533,28 @@ def run(
         rows.append(
             g1_vllm(model, n_prompts=g1_prompts, max_tokens=max_tokens, repeats=repeats or 6, engine_args=engine_args)
         )
-    if "G2" in only:
-        rows.extend(
-            g2_openai(model, n_prompts=g2_prompts, max_tokens=max_tokens, concurrency=concurrency, repeats=repeats or 8)
-        )
+    if "G2" in only or "E1" in only:
+        with served(model) as server:  # one server for both, one after the other
+            if "G2" in only:
+                rows.extend(
+                    g2_on(server, n_prompts=g2_prompts, max_tokens=max_tokens, concurrency=concurrency,
+                          repeats=repeats or 8)
+                )  # fmt: skip
+            if "E1" in only:
+                rows.extend(e1_round(server, rows=e1_rows, concurrency=concurrency, repeats=repeats or 4))
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="G1,G2", help="comma-separated benchmark ids (default: G1,G2)")
+    p.add_argument("--only", default="G1,G2,E1", help="comma-separated benchmark ids (default: G1,G2,E1)")
     p.add_argument("--model", default=None, help="model directory (default: the smoke model, built if needed)")
-    p.add_argument("--repeats", type=int, default=None, help="runs per side (default: 6 for G1, 8 for G2)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per side (default: 6 for G1, 8 for G2, 4 for E1)")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--g1-prompts", type=int, default=2000)
     p.add_argument("--g2-prompts", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--e1-rows", type=int, default=500)
     p.add_argument("--engine", default=None, help="JSON of vllm.LLM arguments overriding the CPU defaults (G1)")
     args = p.parse_args(argv)
     rows = run(
@@ -349,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         g2_prompts=args.g2_prompts,
         concurrency=args.concurrency,
         engine_args=json.loads(args.engine) if args.engine else None,
+        e1_rows=args.e1_rows,
     )
     print_table(rows)
     return 0 if all(r.passed for r in rows) else 1

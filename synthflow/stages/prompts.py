@@ -44,7 +44,12 @@ def prompt_hash(messages: Sequence[tuple[str, str]]) -> str:
 def exemplar_records(rows: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
     """Seed rows as plain dicts of the declared columns, the way templates see them."""
     present = [c for c in columns if c in rows.columns]
-    return [{k: _plain(v) for k, v in rec.items()} for rec in rows[present].to_dict("records")]
+    # Column by column: DataFrame.to_dict on a slice of Arrow-backed strings costs ~4x as much, per prompt, on
+    # the round's thread (E1 in docs/generation.md).
+    values = [rows[c].tolist() for c in present]
+    if not present:
+        return [{} for _ in range(len(rows))]
+    return [{k: _plain(v) for k, v in zip(present, rec, strict=True)} for rec in zip(*values, strict=True)]
 
 
 def _plain(v):
