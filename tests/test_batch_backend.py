@@ -23,7 +23,6 @@ from synthflow.generators.openai_backend import OpenAIGenerator
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.generate import run_generation
 from synthflow.store import Store
-from tests.fixtures.batch_endpoint import BatchEndpoint
 from tests.fixtures.vllm_server import MAX_MODEL_LEN, SERVED_MODEL, VLLMServer, require_vllm
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -78,6 +77,8 @@ def _check_good(good: list[GenerationRequest], results: dict) -> None:
 @pytest.fixture(scope="class")
 def batch_api(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     require_vllm()
+    from tests.fixtures.batch_endpoint import BatchEndpoint  # FastAPI and uvicorn come with vLLM
+
     server = VLLMServer(vllm_model_dir, tmp_path_factory.mktemp("batch_vllm") / "server.log")
     endpoint = BatchEndpoint(server.base_url, server.api_key)
     try:
