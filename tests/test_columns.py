@@ -510,6 +510,30 @@ def test_a_servers_reasoning_content_goes_to_the_reasoning_column(tmp_path, monk
     assert cols["completion_tokens"] == 9 * 4 and cols["prompt_tokens"] == 7 * 2  # the prompt counted once a request
 
 
+def test_sample_keys_and_runs():
+    """Server-side n changes how samples travel, not their cache keys: keys computed before it still hit."""
+    from synthflow.generators.base import SamplingParams, sample_runs, sample_seed
+
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    one = GenerationRequest((("system", "s"), ("user", "Write a problem.")), SamplingParams(max_tokens=40), 3, 0, schema)
+    assert one.key("synthflow-smoke") == "c1521c2fc2a37ea188e502f8aac930c3"  # the key of a cache made before n
+    two = GenerationRequest((("user", "Write a problem."),), SamplingParams(max_tokens=40), 3, 1)
+    assert two.key("smoke") == "6d357e591947da314eb870094ed36b09"
+
+    def req(prompt: str, i: int) -> GenerationRequest:
+        return GenerationRequest((("user", prompt),), SamplingParams(), 7, i)
+
+    # prompts interleaved, a gap at sample 2 of "a": runs a0-a1, b0-b2, a3
+    runs = sample_runs([req("a", 0), req("b", 0), req("a", 1), req("b", 1), req("b", 2), req("a", 3)])
+    assert [[(r.messages[0][1], r.sample_index) for r in run.requests] for run in runs] == [
+        [("a", 0), ("a", 1)],
+        [("a", 3)],
+        [("b", 0), ("b", 1), ("b", 2)],
+    ]
+    # sample i has the server seed sample_seed(seed, 0) + i, in a full run or alone
+    assert [run.seed for run in runs] == [sample_seed(7, 0), sample_seed(7, 0) + 3, sample_seed(7, 0)]
+
+
 N_COLUMNS = (
     "    - {name: topic, type: category, values: [arithmetic, geometry]}\n"
     "    - name: question\n"
