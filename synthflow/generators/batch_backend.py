@@ -58,8 +58,9 @@ class BatchGenerator:
     """Generator that sends its requests as OpenAI Batch API jobs. See docs/generation.md for every option.
 
     transport="openai" / "anthropic": the endpoint comes from the environment only (`base_url_env`, `api_key_env`;
-    default OPENAI_* / ANTHROPIC_*), as with the openai backend. transport="vllm": `model` is the weights (folder or hub id) given to `--model`, and
-    `served_model_name` (default: `model`) is the name in the bodies and the cache key.
+    default OPENAI_* / ANTHROPIC_*), as with the openai backend. transport="vllm": `model` is the weights (folder
+    or hub id) given to `--model`, and `served_model_name` (default: `model`) is the name in the bodies and the
+    cache key.
     """
 
     def __init__(
@@ -99,12 +100,14 @@ class BatchGenerator:
         self._weights = model
         self._model = served_model_name or model
         self._label = label
-        # The openai backend builds the bodies (one copy of the body rules) and prices the usage.
         url_env, key_env = _ENV.get(transport, _ENV["openai"])
         # Messages API requests have no `n`: one sample a request there.
         self.supports_n = bool(server_n) and transport != "anthropic"
-        self._bodies = OpenAIGenerator(self._model, base_url_env=base_url_env or url_env, api_key_env=api_key_env or key_env, server_n=self.supports_n,
-                                       prices=prices, extra_body=extra_body)  # fmt: skip
+        # The openai backend groups the runs, builds the bodies (one copy of the body rules) and prices the usage.
+        self._bodies = OpenAIGenerator(
+            self._model, base_url_env=base_url_env or url_env, api_key_env=api_key_env or key_env,
+            server_n=self.supports_n, prices=prices, extra_body=extra_body,
+        )  # fmt: skip
         self.completion_window = completion_window
         self.poll_interval_s = float(poll_interval_s)
         self.timeout_s = float(timeout_s)
