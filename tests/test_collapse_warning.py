@@ -77,11 +77,12 @@ def test_signals_are_ratios_to_the_seed():
     assert lo["cluster_reach"] == 1 / 8 and lo["spread"] < 0.5 and lo["vendi"] < 0.5 and lo["distinct_2"] < 0.01
 
 
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("policy", ["replace", "accumulate"])
-def test_study_fires_on_replace_and_stays_quiet_on_accumulate(policy):
-    """The study's Gaussian arm (M=20, 20 runs) through RoundSession's light mode, the check after every round
-    on the stored records of the last 5 rounds."""
-    w = watch_loop(LoopConfig("gaussian", policy, runs=20, rows=20, generations=31, seed=0))
+def test_study_fires_on_replace_and_stays_quiet_on_accumulate(policy, seed):
+    """The study's Gaussian arm (M=20, 20 runs) through RoundSession's light mode, the check (defaults: window 5,
+    min_decline 0.15) after every round on the stored records of the last 5 rounds."""
+    w = watch_loop(LoopConfig("gaussian", policy, runs=20, rows=20, generations=31, seed=seed))
     assert len(w.records) == 30
     if policy == "replace":
         assert w.fired_at is not None and w.fired_at <= 10, w.records
@@ -89,7 +90,7 @@ def test_study_fires_on_replace_and_stays_quiet_on_accumulate(policy):
         assert "narrowing" in meta["reason"] and meta["narrowing"] != "none"
     else:
         assert w.fired_at is None, [v[1] for v in w.verdicts if not v[0]]
-        assert min(r[cw.key("spread")] for r in w.records) > 0.85
+        assert min(r[cw.key("spread")] for r in w.records) > 0.8
 
 
 SEED_TOPICS = {

@@ -14,8 +14,8 @@ reached) compare like with like:
 The figures are stored with the round (p/coverage, keys `collapse_<signal>`), so the trend is read back from the
 last `window` rounds' records, never recomputed. `narrowing` fires for a signal when, over the last `window`
 rounds, the least-squares line falls by at least `min_decline` of its starting value, the newest value is below
-the window's first, and the newest value is below the seed's by `min_decline` too (a set still as varied as its
-seed is not collapsing, whatever its trend).
+the window's first, and the line ends at least `min_decline` below the seed (a set still as varied as its seed is
+not collapsing, whatever its trend).
 """
 
 from __future__ import annotations
@@ -104,9 +104,8 @@ def trend(signal: str, rounds: Sequence[int], values: Sequence[float], min_decli
     slope, intercept = np.polyfit(t, y, 1)
     start, end = intercept + slope * t[0], intercept + slope * t[-1]
     decline = float((start - end) / start) if start > 0 else 0.0
-    narrowing = bool(
-        slope < 0 and decline >= min_decline and y[-1] < y[0] and y[-1] <= 1.0 - min_decline
-    )
+    # The level test is on the fitted end, not the newest value: one noisy round cannot make the line end low.
+    narrowing = bool(slope < 0 and decline >= min_decline and y[-1] < y[0] and end <= 1.0 - min_decline)
     return Trend(signal, tuple(int(r) for r in rounds), tuple(float(v) for v in y), float(slope), decline, narrowing)
 
 
