@@ -259,6 +259,11 @@ def test_two_rounds_with_overlap_through_dagster_beside_a_sequential_pipeline(pr
         ovl, seq = tables[ovl_spec.name], tables[seq_spec.name]
         cols = ["candidate_id", "_text", "accepted", "rejected_by"]
         pd.testing.assert_frame_equal(ovl[cols], seq[cols])
-        assert ovl["accepted"].sum() == ovl_spec.generate.rows_per_round
+        # Random smoke-model text rarely passes dedup and the schema: what matters is several batches (so batches
+        # really overlapped) asking the same requests in both pipelines.
+        cands = {name: store.read(k.store_name, "candidates", part)["candidate_id"].tolist() for name, k in keys.items()}
+        assert cands[ovl_spec.name] == cands[seq_spec.name]
+        assert len(cands[ovl_spec.name]) > 2 * ovl_spec.generate.batch_size
+        assert ovl["accepted"].sum() <= ovl_spec.generate.rows_per_round
         cov = store.read(keys[ovl_spec.name].store_name, "coverage", part)
         assert 0 <= cov["generator_idle_fraction"].iloc[0] < 1
