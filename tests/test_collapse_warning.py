@@ -127,6 +127,7 @@ verify: []
 diversity:
   clusters: 6
   collapse_warning: {enabled: true, window: 3}
+  max_mmd: 10.0
 accumulate:
   policy: replace
 """
@@ -187,6 +188,8 @@ def test_blocking_check_stops_a_narrowing_pipeline_through_dagster(project, mini
             checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
             cov = store.read(spec.name, "coverage", part).iloc[0]
             assert cov[cw.key("vendi")] > 0 and cov["mmd"] > -0.05 and cov["mmd_rows"] == 40
+            # the real-vs-synthetic distance gate is a Dagster asset check on p/coverage, with the figure
+            assert checks["max_mmd"].passed and checks["max_mmd"].metadata["value"].value == pytest.approx(cov["mmd"])
             if not checks["collapse_warning"].passed:
                 fired = r
                 break
