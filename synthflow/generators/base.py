@@ -205,3 +205,27 @@ class Generator(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class GeneratorWrapper:
+    """A generator in front of another (the request cache, the budget meter, the round's overlap worker): the
+    model, the label and close are the wrapped generator's; a subclass changes `generate` only."""
+
+    def __init__(self, wrapped: Generator):
+        self.wrapped = wrapped
+
+    @property
+    def model_id(self) -> str:
+        return self.wrapped.model_id
+
+    @property
+    def label(self) -> str:
+        return self.wrapped.label
+
+    def generate(
+        self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
+        return self.wrapped.generate(requests, progress=progress)
+
+    def close(self) -> None:
+        self.wrapped.close()

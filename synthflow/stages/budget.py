@@ -11,12 +11,12 @@ read back, never recomputed; a re-materialized round replaces its own record, so
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from synthflow.generators.base import GenerationRequest, GenerationResult, Generator
+from synthflow.generators.base import GenerationRequest, GenerationResult, Generator, GeneratorWrapper
 from synthflow.spec import PipelineSpec, Price
 from synthflow.store import Store
 
@@ -190,23 +190,13 @@ class BudgetMeter:
             note(self.progress_text())
 
 
-@dataclass
-class _Metered:
-    wrapped: Generator
-    meter: BudgetMeter
-    name: str
-    inner: Generator = field(init=False)  # the raw generator (a column DAG puts the cache in front itself)
-
-    def __post_init__(self) -> None:
-        self.inner = getattr(self.wrapped, "inner", self.wrapped)
-
-    @property
-    def model_id(self) -> str:
-        return self.wrapped.model_id
-
-    @property
-    def label(self) -> str:
-        return self.wrapped.label
+class _Metered(GeneratorWrapper):
+    def __init__(self, wrapped: Generator, meter: BudgetMeter, name: str):
+        super().__init__(wrapped)
+        self.meter = meter
+        self.name = name
+        # the raw generator: a column DAG puts the cache in front itself
+        self.inner = getattr(wrapped, "inner", wrapped)
 
     def generate(
         self, requests: Iterable[GenerationRequest], progress: Callable[[int, int], None] | None = None
@@ -214,9 +204,6 @@ class _Metered:
         for req, res in self.wrapped.generate(requests, progress=progress):
             self.meter.charge(self.name, res.prompt_tokens, res.completion_tokens)
             yield req, res
-
-    def close(self) -> None:
-        self.wrapped.close()
 
 
 def pipeline_budget_check(spec: PipelineSpec, coverage: Mapping[str, Any]) -> tuple[bool, dict[str, Any]] | None:

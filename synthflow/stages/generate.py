@@ -10,6 +10,7 @@ from synthflow.generators.base import (
     GenerationRequest,
     GenerationResult,
     Generator,
+    GeneratorWrapper,
     Usage,
     sample_runs,
     supports_n,
@@ -87,27 +88,17 @@ def run_generation(
     return [found[k] for k in keys], stats
 
 
-class CachingGenerator:
+class CachingGenerator(GeneratorWrapper):
     """A generator with the result cache in front: what verifiers (LLM judges, self-consistency) call, so that
     re-verifying a round re-sends nothing that already has an answer."""
 
     def __init__(self, inner: Generator, cache: ResultCache):
+        super().__init__(inner)
         self.inner = inner
         self.cache = cache
         self.supports_n = supports_n(inner)
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def label(self) -> str:
-        return self.inner.label
 
     def generate(self, requests, progress=None):
         requests = list(requests)
         results, _ = run_generation(requests, self.inner, self.cache, progress=progress)
         yield from zip(requests, results, strict=True)
-
-    def close(self) -> None:
-        self.inner.close()
