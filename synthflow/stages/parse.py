@@ -62,11 +62,12 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
             errors.append(f"generation failed: {err}")
             continue
         try:
-            obj = json.loads(split_reasoning(raw)[1])  # a reasoning model's <think> block is not the answer
+            # A reasoning model's <think> block is not the answer.
+            obj = load_generated_json(split_reasoning(raw)[1])
         except (json.JSONDecodeError, TypeError) as e:
             parsed.append(None)
             cut = " (generation stopped at max_tokens)" if finish == "length" else ""
-            errors.append(f"output is not valid JSON{cut}: {getattr(e, 'msg', e)}")
+            errors.append(f"output is not valid JSON{cut}: {_json_problem(e)}")
             continue
         if not isinstance(obj, dict):
             parsed.append(None)
@@ -93,6 +94,20 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     ]
     out["_text_hash"] = [text_hash(t) for t in out["_text"]]
     return out
+
+
+def load_generated_json(text: str) -> Any:
+    """Generated JSON as Python values. Raw control characters (U+0000-U+001F) inside strings are read as the
+    characters they are: RFC 8259 says they must be escaped, but a grammar-constrained server (vLLM's xgrammar
+    guided JSON) emits them unescaped, and in a string they are unambiguous. Everything else JSON forbids (trailing
+    text, a second value, a cut-off object) still raises."""
+    return json.loads(text, strict=False)
+
+
+def _json_problem(e: json.JSONDecodeError | TypeError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg.removesuffix(' at')} at char {e.pos}"
+    return str(e)
 
 
 _INT64 = 2**63 - 1
