@@ -219,6 +219,49 @@ def test_idle_fraction_drops_with_overlap_when_verification_is_slow(tmp_path):
     assert idle[True] < 0.6 * idle[False], idle
 
 
+class WatchingWriter(TopicWriter):
+    """Notes how many texts the embedder had embedded when the first batch's generation ended."""
+
+    def __init__(self, topics, embedder, delay_s):
+        super().__init__(topics, delay_s)
+        self.embedder, self.embedded_during_first = embedder, None
+
+    def generate(self, requests, progress=None):
+        out = list(super().generate(requests, progress))
+        if self.embedded_during_first is None:
+            self.embedded_during_first = self.embedder.stats.embedded
+        yield from out
+
+
+def test_dedup_embeds_the_reference_rows_while_the_first_batch_generates(tmp_path, fresh_embedder):
+    """The dedup index of the seed rows is built before the first verification, beside the first batch's
+    generation with overlap, and the round's rows are those of sequential order."""
+    spec = parse_spec(SPEC.replace("diversity: {clusters: 6, exploration: 0.1}\n", ""), str(tmp_path / "s.yaml"))
+    seed = _seed(spec)
+    topics = dict(zip(seed["_id"], seed["topic"], strict=True))
+    outs, writers = {}, {}
+    for overlap in (False, True):
+        emb = fresh_embedder()
+        writers[overlap] = gen = WatchingWriter(topics, emb, delay_s=0.5 if overlap else 0.0)
+        outs[overlap] = run_round(
+            RoundInputs(
+                spec=_with(spec, overlap=overlap),
+                round_index=1,
+                seed=seed,
+                real=real_rows(seed, ["text"], 0),
+                previous=None,
+                generator=gen,
+                cache=ResultCache(Store(str(tmp_path / f"prep-{overlap}")), spec.name),
+                embedder=emb,
+            )
+        )
+    assert writers[True].embedded_during_first == len(seed)  # the seed, and nothing of the batch yet
+    assert writers[False].embedded_during_first == len(seed)  # sequential: prepared before the batch generates
+    cols = ["candidate_id", "_text", "accepted", "rejected_by", "reject_reason"]
+    pd.testing.assert_frame_equal(outs[False].verified[cols], outs[True].verified[cols])
+    assert outs[True].verified["rejected_by"].eq("dedup").any()  # the prepared index is the one dedup used
+
+
 @pytest.mark.slow
 def test_two_rounds_with_overlap_through_dagster_beside_a_sequential_pipeline(project):
     """A code location with two prefixed pipelines, one overlapping and one not, on the smoke profile: each round

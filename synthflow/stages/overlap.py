@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -135,6 +135,16 @@ class BatchRunner:
                 with contextlib.suppress(Cancelled, CancelledError, Exception):
                     job._future.result()
         self._pool.shutdown(wait=True)
+
+
+def prepare_verifiers(verifiers: Sequence[Any], ctx: Any) -> None:
+    """The verifiers' round set-up (a `prepare(ctx)` attribute: the dedup index of the reference rows), run on the
+    round's thread while the first batch generates instead of inside that batch's verification. The state it
+    builds is the one the first verification would build, so results do not change."""
+    for verifier in verifiers:
+        prepare = getattr(verifier, "prepare", None)
+        if prepare is not None:
+            prepare(ctx)
 
 
 class _Locked(Mapping[str, Generator]):

@@ -27,7 +27,7 @@ from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.coverage import round_counts
 from synthflow.stages.generate import GenerationStats, run_generation
-from synthflow.stages.overlap import BatchRunner, Job, Wrap
+from synthflow.stages.overlap import BatchRunner, Job, Wrap, prepare_verifiers
 from synthflow.stages.parse import candidates_frame, parse_outputs
 from synthflow.stages.previous import BASE_NOT_HELD, PreviousSet, add_counts, append_unread, counts_of
 from synthflow.stages.prompts import build_request, prompt_hash
@@ -201,6 +201,8 @@ def run_round(inp: RoundInputs) -> RoundOutput:
             if not queue:
                 break
             batch = queue.popleft()
+            if batch.index == 0:  # with overlap, while the first batch generates
+                prepare_verifiers(verifiers, ctx)
             cands, parsed, batch_stats, column_stats = batch.collect()
             stats.merge(batch_stats)
             meter.charge_batch(cands, column_stats)

@@ -117,6 +117,13 @@ def semantic_dedup_verifier(name: str, params: SemanticDedupParams):
         return out
 
     verify.name = name
+    # Called once before the round's first batch is verified (stages/overlap.prepare_verifiers), while that batch
+    # generates: embedding the reference rows is then no longer part of the first verification.
+    def prepare(ctx: VerifyContext) -> None:
+        if ctx.embedder is not None:  # without one, verify() says what is missing
+            _index(ctx, f"dedup:{name}", "reference" in params.against, "accepted" in params.against)
+
+    verify.prepare = prepare
     return verify
 
 
