@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
+from typing import Any
 
 _WS = re.compile(r"\s+")
 
@@ -29,3 +31,11 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     if m is None:
         return None, text
     return m.group(1).strip(), text[m.end() :].strip()
+
+
+def load_generated_json(text: str) -> Any:
+    """Generated JSON as Python values. Raw control characters (U+0000-U+001F) inside strings are read as the
+    characters they are: RFC 8259 says they must be escaped, but a grammar-constrained server (vLLM's xgrammar
+    guided JSON) emits them unescaped, and in a string they are unambiguous. Everything else JSON forbids (trailing
+    text, a second value, a cut-off object) still raises."""
+    return json.loads(text, strict=False)

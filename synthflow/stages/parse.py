@@ -11,7 +11,7 @@ import pandas as pd
 
 from synthflow.generators.base import GenerationRequest, GenerationResult
 from synthflow.spec import PipelineSpec
-from synthflow.text import split_reasoning, text_hash
+from synthflow.text import load_generated_json, split_reasoning, text_hash
 
 
 def candidates_frame(
@@ -94,14 +94,6 @@ def parse_outputs(candidates: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     ]
     out["_text_hash"] = [text_hash(t) for t in out["_text"]]
     return out
-
-
-def load_generated_json(text: str) -> Any:
-    """Generated JSON as Python values. Raw control characters (U+0000-U+001F) inside strings are read as the
-    characters they are: RFC 8259 says they must be escaped, but a grammar-constrained server (vLLM's xgrammar
-    guided JSON) emits them unescaped, and in a string they are unambiguous. Everything else JSON forbids (trailing
-    text, a second value, a cut-off object) still raises."""
-    return json.loads(text, strict=False)
 
 
 def _json_problem(e: json.JSONDecodeError | TypeError) -> str:

@@ -26,7 +26,7 @@ from synthflow.stages.generate import GenerationStats, run_generation
 from synthflow.stages.parse import _column_value
 from synthflow.stages.prompts import prompt_hash, to_sampling
 from synthflow.templates import TemplateError, TemplateStr, render
-from synthflow.text import split_reasoning
+from synthflow.text import load_generated_json, split_reasoning
 
 REASONING_SUFFIX = "__reasoning"
 
@@ -178,7 +178,7 @@ def fill_llm(params: LLMParams, rows: list[Row], ctx: ColumnContext) -> list[Row
 
 def _put_fields(params: LLMParams, answer: str, row: Row, finish: str | None) -> str | None:
     try:
-        obj = json.loads(answer)
+        obj = load_generated_json(answer)
     except json.JSONDecodeError as e:
         cut = " (generation stopped at max_tokens)" if finish == "length" else ""
         return f"output is not valid JSON{cut}: {e.msg}"

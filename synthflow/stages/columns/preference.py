@@ -24,6 +24,7 @@ from synthflow.stages.columns.llm import (
 )
 from synthflow.stages.prompts import prompt_hash
 from synthflow.templates import TemplateError, TemplateStr, render
+from synthflow.text import load_generated_json
 
 SCORE_SCHEMA = {
     "type": "object",
@@ -78,7 +79,7 @@ class PreferenceParams(WithSampling):
 
 def _score(text: str) -> float | None:
     try:
-        obj = json.loads(answer_text(text))
+        obj = load_generated_json(answer_text(text))
         value = obj.get("score") if isinstance(obj, dict) else None
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     except json.JSONDecodeError:

@@ -23,6 +23,7 @@ from synthflow.generators.base import GenerationRequest, GenerationResult, Sampl
 from synthflow.stages.verifiers.base import Needs, VerifyContext, verdicts
 from synthflow.stages.verifiers.registry import VerifierParams, register
 from synthflow.templates import TemplateError, TemplateStr, render
+from synthflow.text import load_generated_json
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -192,7 +193,7 @@ def parse_json_object(text: str | None) -> dict[str, Any] | None:
             candidates.append(text[start:end])
     for c in candidates:
         try:
-            obj = json.loads(c)
+            obj = load_generated_json(c)
         except (json.JSONDecodeError, ValueError):
             continue
         if isinstance(obj, dict):
