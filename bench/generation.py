@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthflow.generators.base import GenerationRequest, SamplingParams, sample_seed
+from synthflow.generators.base import GenerationRequest, GeneratorWrapper, SamplingParams, sample_seed
 
 CRITERION = 0.95
 TOPICS = ["apples", "trains", "marbles", "pages", "cookies", "gardens", "bikes", "coins", "boxes", "minutes"]
@@ -342,28 +342,17 @@ verify:
 """
 
 
-class _Recording:
+class _Recording(GeneratorWrapper):
     """The real OpenAIGenerator, noting each request it is sent: the baseline replays the round's requests."""
 
     def __init__(self, inner: Any):
-        self.inner = inner
+        super().__init__(inner)
         self.sent: list[GenerationRequest] = []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def label(self) -> str:
-        return self.inner.label
 
     def generate(self, requests: Any, progress: Any = None) -> Iterator[Any]:
         requests = list(requests)
         self.sent.extend(requests)
-        yield from self.inner.generate(requests, progress=progress)
-
-    def close(self) -> None:
-        self.inner.close()
+        yield from self.wrapped.generate(requests, progress=progress)
 
 
 def e1_round(

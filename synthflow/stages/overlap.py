@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from synthflow.generators.base import Generator
+from synthflow.generators.base import Generator, GeneratorWrapper
 
 T = TypeVar("T")
 Wrap = Callable[[Generator], Generator]
@@ -31,30 +31,28 @@ class Cancelled(Exception):
     """A batch's generation stopped because the round no longer needs it."""
 
 
-class _Stoppable:
+class _Passthrough(GeneratorWrapper):
+    """A wrapper the round's code sees as the generator itself: capabilities (supports_n, usage, ...) pass through."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+
+class _Stoppable(_Passthrough):
     """A generator that stops after the result in hand once its batch is cancelled. Every result it yielded has
     been taken (and cached) by the caller; closing the inner iterator cancels what the backend still has in
     flight."""
 
     def __init__(self, inner: Generator, stop: threading.Event):
-        self._inner = inner
+        super().__init__(inner)
         self._stop = stop
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
-
-    @property
-    def label(self) -> str:
-        return self._inner.label
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def generate(self, requests, progress=None):  # noqa: ANN001, ANN201 - the Generator protocol's signature
         if self._stop.is_set():
             raise Cancelled
-        it = iter(self._inner.generate(requests, progress=progress))
+        it = iter(self.wrapped.generate(requests, progress=progress))
         try:
             for pair in it:
                 yield pair
@@ -64,9 +62,6 @@ class _Stoppable:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 class Job(Generic[T]):
@@ -163,27 +158,13 @@ class _Locked(Mapping[str, Generator]):
         return len(self._inner)
 
 
-class _LockedGenerator:
+class _LockedGenerator(_Passthrough):
     def __init__(self, inner: Generator, lock: threading.Lock):
-        self._inner = inner
+        super().__init__(inner)
         self._lock = lock
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
-
-    @property
-    def label(self) -> str:
-        return self._inner.label
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def generate(self, requests, progress=None):  # noqa: ANN001, ANN201 - the Generator protocol's signature
         # Taken whole under the lock: a half-read iterator must not hold it across the caller's own work.
         with self._lock:
-            out = list(self._inner.generate(list(requests), progress=progress))
+            out = list(self.wrapped.generate(list(requests), progress=progress))
         yield from out
-
-    def close(self) -> None:
-        self._inner.close()
