@@ -52,7 +52,50 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
 _DONE = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-class OpenAIBatchAPI:
+class _HTTPBatches:
+    """What the two HTTP batch transports share: SDK calls whose failures name the step, and cancelling the jobs
+    still open when the caller stops. A subclass sets `_sdk` (the client library), `client`, `endpoint`, and says
+    how one job is cancelled (`_cancel_job`) and named (`where`)."""
+
+    _sdk: Any
+    client: Any
+    endpoint: str
+    _noun = "batch"
+
+    def __init__(self) -> None:
+        self._open: set[str] = set()  # jobs submitted and not yet ended: cancelled when the caller stops
+        self.ids: dict[int, str] = {}
+
+    def where(self, job_id: str | None = None) -> str:
+        return f"{self.endpoint} {self._noun} {job_id}" if job_id else self.endpoint
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call (the client retries 429/5xx/connection errors itself); what still fails names the step."""
+        try:
+            return fn(*args, **kwargs)
+        except self._sdk.APIStatusError as exc:
+            raise BatchJobFailed(
+                self.where(), f"cannot {what}: HTTP {exc.status_code}: {exc.message}"
+            ) from exc
+        except self._sdk.APIError as exc:
+            raise BatchJobFailed(self.where(), f"cannot {what}: {type(exc).__name__}: {exc}") from exc
+
+    def _cancel_job(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        for job_id in list(self._open):
+            with contextlib.suppress(Exception):  # best effort: the caller is already stopping or failing
+                self._cancel_job(job_id)
+                log.info("%s %s cancelled", self._noun, job_id)
+            self._open.discard(job_id)
+
+    def close(self) -> None:
+        self.cancel()
+        self.client.close()
+
+
+class OpenAIBatchAPI(_HTTPBatches):
     """files.create + batches.create, then batches.retrieve every `poll_interval_s` until each job ends, then
     files.content of its output and error files. All of a call's jobs are submitted first and polled together."""
 
@@ -70,7 +113,8 @@ class OpenAIBatchAPI:
     ) -> None:
         import openai  # only this transport needs the client
 
-        self._openai = openai
+        super().__init__()
+        self._sdk = openai
         self.endpoint = retry.redact_url(base_url)
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s,
                                     max_retries=max_retries)  # fmt: skip
@@ -78,11 +122,6 @@ class OpenAIBatchAPI:
         self.poll_interval_s = poll_interval_s
         self.max_wait_s = max_wait_s
         self.metadata = dict(metadata or {})
-        self._open: set[str] = set()  # batches submitted and not yet ended: cancelled when the caller stops
-        self.ids: dict[int, str] = {}
-
-    def where(self, job_id: str | None = None) -> str:
-        return f"{self.endpoint} batch {job_id}" if job_id else self.endpoint
 
     def run_jobs(
         self, jobs: Sequence[bytes], progress: JobProgress
@@ -137,27 +176,8 @@ class OpenAIBatchAPI:
                                  unfinished=lines)  # fmt: skip
         return out  # completed, expired (what finished is in the output file; the rest in the error file)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One API call (the client retries 429/5xx/connection errors itself); what still fails names the step."""
-        try:
-            return fn(*args, **kwargs)
-        except self._openai.APIStatusError as exc:
-            raise BatchJobFailed(
-                self.where(), f"cannot {what}: HTTP {exc.status_code}: {exc.message}"
-            ) from exc
-        except self._openai.APIError as exc:
-            raise BatchJobFailed(self.where(), f"cannot {what}: {type(exc).__name__}: {exc}") from exc
-
-    def cancel(self) -> None:
-        for job_id in list(self._open):
-            with contextlib.suppress(Exception):  # best effort: the caller is already stopping or failing
-                self.client.batches.cancel(job_id)
-                log.info("batch %s cancelled", job_id)
-            self._open.discard(job_id)
-
-    def close(self) -> None:
-        self.cancel()
-        self.client.close()
+    def _cancel_job(self, job_id: str) -> None:
+        self.client.batches.cancel(job_id)
 
 
 # -- (c) Anthropic's Message Batches API ------------------------------------------------------------------------
@@ -170,11 +190,13 @@ _ANTHROPIC_STATUS = {
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
-class AnthropicMessageBatches:
+class AnthropicMessageBatches(_HTTPBatches):
     """messages.batches.create (the requests inline: `{"custom_id", "params"}`), then messages.batches.retrieve every
     `poll_interval_s` until `processing_status == "ended"`, then messages.batches.results. Results are handed on in
     the OpenAI batch line shape (a chat completion body, or an error with its status), so the backend reads one
     format."""
+
+    _noun = "message batch"
 
     def __init__(
         self, base_url: str, api_key: str | None, *, poll_interval_s: float, timeout_s: float,
@@ -182,17 +204,13 @@ class AnthropicMessageBatches:
     ) -> None:  # fmt: skip
         import anthropic  # only this transport needs the client
 
-        self._anthropic = anthropic
+        super().__init__()
+        self._sdk = anthropic
         self.endpoint = retry.redact_url(base_url)
         self.client = anthropic.Anthropic(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s,
                                           max_retries=max_retries)  # fmt: skip
         self.poll_interval_s = poll_interval_s
         self.max_wait_s = max_wait_s
-        self._open: set[str] = set()
-        self.ids: dict[int, str] = {}
-
-    def where(self, job_id: str | None = None) -> str:
-        return f"{self.endpoint} message batch {job_id}" if job_id else self.endpoint
 
     def run_jobs(
         self, jobs: Sequence[bytes], progress: JobProgress
@@ -232,26 +250,8 @@ class AnthropicMessageBatches:
         finally:
             self.cancel()
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except self._anthropic.APIStatusError as exc:
-            raise BatchJobFailed(
-                self.where(), f"cannot {what}: HTTP {exc.status_code}: {exc.message}"
-            ) from exc
-        except self._anthropic.APIError as exc:
-            raise BatchJobFailed(self.where(), f"cannot {what}: {type(exc).__name__}: {exc}") from exc
-
-    def cancel(self) -> None:
-        for job_id in list(self._open):
-            with contextlib.suppress(Exception):  # best effort: the caller is already stopping or failing
-                self.client.messages.batches.cancel(job_id)
-                log.info("message batch %s cancelled", job_id)
-            self._open.discard(job_id)
-
-    def close(self) -> None:
-        self.cancel()
-        self.client.close()
+    def _cancel_job(self, job_id: str) -> None:
+        self.client.messages.batches.cancel(job_id)
 
 
 def _openai_line(r: dict[str, Any]) -> dict[str, Any]:
