@@ -52,6 +52,10 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def unregister(self, name: str) -> None:
+        """Forget an item registered at run time (a test's double, a notebook's experiment)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         self._load_builtins()
         item = self._items.get(name)

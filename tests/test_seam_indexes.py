@@ -20,6 +20,7 @@ import pytest
 import synthflow
 from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys
 from synthflow.generators import Backend, register_backend
+from synthflow.generators.backends import backends
 from synthflow.generators.base import GenerationResult
 from synthflow.stages.previous import PreviousSet
 from synthflow.stages.prompts import request_seed
@@ -93,7 +94,12 @@ class ScriptedGenerator:
         pass
 
 
-register_backend("scripted_double", Backend(ScriptedGenerator))
+@pytest.fixture(autouse=True, scope="module")
+def _scripted_double():
+    # Registered only while this module's tests run: other tests list the known backends.
+    register_backend("scripted_double", Backend(ScriptedGenerator))
+    yield
+    backends.unregister("scripted_double")
 
 
 def _profile(project: Path, bad_round: int = 0) -> None:
