@@ -6,7 +6,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from synthflow.generators.backends import check_options, get_backend
 from synthflow.paths import state_dir
@@ -29,6 +37,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PricesPer1k(_Strict):
+    """The earlier price form, USD per 1,000 tokens (`prices: {prompt_per_1k, completion_per_1k}`)."""
+
+    prompt_per_1k: float = Field(default=0.0, ge=0)
+    completion_per_1k: float = Field(default=0.0, ge=0)
+
+    def as_price(self) -> Price:
+        return Price(input_per_mtok=self.prompt_per_1k * 1000, output_per_mtok=self.completion_per_1k * 1000)
+
+
 class GeneratorProfile(_Strict):
     backend: str  # transformers | vllm | openai | smoke | python | ray
     model: str = "smoke"
@@ -36,17 +54,16 @@ class GeneratorProfile(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the backend's constructor
     # USD per million tokens, what generate.budget's max_usd and the round's cost are counted at; 0: local model.
     price: Price = Price()
-    prices: Any = None  # the earlier per-1k form, refused with the new form's name
+    prices: PricesPer1k | None = None  # the earlier form, per 1k tokens: read as `price`
 
-    @field_validator("prices")
-    @classmethod
-    def _prices_moved(cls, v: Any) -> None:
-        if v is not None:
-            raise ValueError(
-                "`prices` (per 1k tokens) is now `price: {input_per_mtok: USD, output_per_mtok: USD}` "
-                "(USD per million tokens)"
-            )
-        return None
+    @model_validator(mode="after")
+    def _prices_as_price(self) -> GeneratorProfile:
+        # Profiles written before `price` keep working: same money, the unit converted.
+        if self.prices is not None:
+            if "price" in self.model_fields_set:
+                raise ValueError("give `price` (USD per million tokens) or the earlier `prices` (per 1k), not both")
+            object.__setattr__(self, "price", self.prices.as_price())
+        return self
 
     @field_validator("backend")
     @classmethod

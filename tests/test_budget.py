@@ -107,11 +107,21 @@ def test_prices_and_budgets_are_validated_with_file_line_and_field(tmp_path, pro
     assert "greater than or equal to 0" in problems[(5, "generators.generator.price.input_per_mtok")]
     assert (7, "generators.generator.price.cached_per_mtok") in problems
     assert str(prof) in str(e.value)
+    # The earlier per-1k form still reads, converted; a bad value in it names its own line; both forms at once: no.
     prof.write_text("generators:\n  generator:\n    backend: smoke\n    prices:\n      prompt_per_1k: 0.1\n")
+    assert load_profile("priced", tmp_path).generators["generator"].price == Price(input_per_mtok=100.0)
+    prof.write_text("generators:\n  generator:\n    backend: smoke\n    prices:\n      completion_per_1k: -2\n")
     with pytest.raises(ProfileError) as e:
         load_profile("priced", tmp_path)
     [(line, field, msg)] = e.value.problems
-    assert (line, field) == (5, "generators.generator.prices") and "input_per_mtok" in msg
+    assert (line, field) == (5, "generators.generator.prices.completion_per_1k") and "greater than" in msg
+    prof.write_text(
+        "generators:\n  generator:\n    backend: smoke\n    price: {input_per_mtok: 1}\n"
+        "    prices: {prompt_per_1k: 0.1}\n"
+    )
+    with pytest.raises(ProfileError) as e:
+        load_profile("priced", tmp_path)
+    assert "not both" in str(e.value)
     prof.write_text("generators:\n  generator:\n    backend: smoke\n    price: {input_per_mtok: 0.15, output_per_mtok: 0.6}\n")
     assert load_profile("priced", tmp_path).generators["generator"].price == Price(
         input_per_mtok=0.15, output_per_mtok=0.6
