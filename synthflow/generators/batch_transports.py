@@ -60,6 +60,8 @@ class _HTTPBatches:
     _sdk: Any
     client: Any
     endpoint: str
+    max_wait_s: float | None
+    poll_interval_s: float
     _noun = "batch"
 
     def __init__(self) -> None:
@@ -82,6 +84,15 @@ class _HTTPBatches:
 
     def _cancel_job(self, job_id: str) -> None:
         raise NotImplementedError
+
+    def _wait(self, waiting: Mapping[int, str], jobs: Sequence[bytes], started: float) -> None:
+        """Sleep one poll interval before looking at the unfinished jobs again, or give up after `max_wait_s`
+        (the caller's `finally` cancels what is still open)."""
+        if self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s:
+            raise BatchJobFailed(self.where(next(iter(waiting.values()))),
+                                 f"not finished after max_wait_s={self.max_wait_s:g}s (cancelled)",
+                                 unfinished=sum(jobs[i].count(b"\n") for i in waiting))  # fmt: skip
+        time.sleep(self.poll_interval_s)
 
     def cancel(self) -> None:
         for job_id in list(self._open):
@@ -153,11 +164,7 @@ class OpenAIBatchAPI(_HTTPBatches):
                     self._open.discard(job_id)
                     yield i, self._results(b, jobs[i].count(b"\n"))
                 if waiting:
-                    if self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s:
-                        raise BatchJobFailed(self.where(next(iter(waiting.values()))),
-                                             f"not finished after max_wait_s={self.max_wait_s:g}s (cancelled)",
-                                             unfinished=sum(jobs[i].count(b"\n") for i in waiting))  # fmt: skip
-                    time.sleep(self.poll_interval_s)
+                    self._wait(waiting, jobs, started)
         finally:
             self.cancel()
 
@@ -242,11 +249,7 @@ class AnthropicMessageBatches(_HTTPBatches):
                     results = self._call("download the batch results", batches.results, job_id)
                     yield i, [_openai_line(r.model_dump(mode="json")) for r in results]
                 if waiting:
-                    if self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s:
-                        raise BatchJobFailed(self.where(next(iter(waiting.values()))),
-                                             f"not finished after max_wait_s={self.max_wait_s:g}s (cancelled)",
-                                             unfinished=sum(jobs[i].count(b"\n") for i in waiting))  # fmt: skip
-                    time.sleep(self.poll_interval_s)
+                    self._wait(waiting, jobs, started)
         finally:
             self.cancel()
 
