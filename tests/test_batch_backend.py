@@ -19,6 +19,7 @@ import pytest
 from synthflow.generators import make_generator
 from synthflow.generators.base import GenerationRequest, SampleRun, SamplingParams
 from synthflow.generators.batch_backend import DEFAULT_RETRY_KINDS, BatchGenerator
+from synthflow.generators.batch_transports import BatchJobFailed
 from synthflow.generators.openai_backend import OpenAIGenerator
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.generate import run_generation
@@ -118,6 +119,16 @@ class TestOpenAIBatchAPI:
         assert err.endswith("(after 3 attempts)") and results[bad.key(SERVED_MODEL)].retries == 2, err
         assert gen.usage.failures == {"bad_request": 1} and gen.usage.requests == len(keys)
         assert seen[-1] == (len(keys), len(keys)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    def test_a_job_still_running_after_max_wait_s_fails_named_and_is_cancelled(self, batch_env) -> None:
+        _, endpoint = batch_env
+        good, _ = _cases()
+        gen = BatchGenerator(SERVED_MODEL, poll_interval_s=0.05, max_wait_s=0.0)
+        before = set(endpoint.batches)
+        with pytest.raises(BatchJobFailed, match=r"batch batch_\S+: not finished after max_wait_s=0s \(cancelled\)"):
+            list(gen.generate(good[:2]))
+        [job] = [endpoint.batches[b] for b in set(endpoint.batches) - before]
+        assert job["status"] in ("cancelling", "cancelled")  # the give-up cancelled the job on the server
 
     def test_bodies_and_keys_are_the_openai_backends_and_a_400_is_not_retried_by_default(self, batch_env) -> None:
         good, bad = _cases()
