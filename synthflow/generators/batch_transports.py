@@ -85,6 +85,47 @@ class _HTTPBatches:
     def _cancel_job(self, job_id: str) -> None:
         raise NotImplementedError
 
+    def _submit(self, i: int, data: bytes) -> str:
+        """Submit job `i` (its JSONL lines); its id."""
+        raise NotImplementedError
+
+    def _poll(self, job_id: str) -> tuple[Any, str, bool, int, int]:
+        """(the job object, its status, whether it ended, requests answered, requests in all)."""
+        raise NotImplementedError
+
+    def _fetch(self, job: Any, lines: int) -> list[dict[str, Any]]:
+        """An ended job's results as OpenAI batch output lines."""
+        raise NotImplementedError
+
+    def run_jobs(
+        self, jobs: Sequence[bytes], progress: JobProgress
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Submit every job, then poll them together, yielding (job index, output lines) as each ends."""
+        ids = self.ids = {}  # job index -> job id, for the error messages of its lines
+        try:
+            for i, data in enumerate(jobs):
+                ids[i] = job_id = self._submit(i, data)
+                self._open.add(job_id)
+                log.info("%s %s submitted to %s: %d request(s)", self._noun, job_id, self.endpoint,
+                         data.count(b"\n"))  # fmt: skip
+            started = time.monotonic()
+            waiting = dict(ids)
+            while waiting:
+                for i, job_id in list(waiting.items()):
+                    job, status, ended, answered, total = self._poll(job_id)
+                    progress(i, answered)
+                    if not ended:
+                        log.info("%s %s: %s, %d/%d answered, %.0fs", self._noun, job_id, status, answered, total,
+                                 time.monotonic() - started)  # fmt: skip
+                        continue
+                    del waiting[i]
+                    self._open.discard(job_id)
+                    yield i, self._fetch(job, jobs[i].count(b"\n"))
+                if waiting:
+                    self._wait(waiting, jobs, started)
+        finally:
+            self.cancel()
+
     def _wait(self, waiting: Mapping[int, str], jobs: Sequence[bytes], started: float) -> None:
         """Sleep one poll interval before looking at the unfinished jobs again, or give up after `max_wait_s`
         (the caller's `finally` cancels what is still open)."""
@@ -134,41 +175,21 @@ class OpenAIBatchAPI(_HTTPBatches):
         self.max_wait_s = max_wait_s
         self.metadata = dict(metadata or {})
 
-    def run_jobs(
-        self, jobs: Sequence[bytes], progress: JobProgress
-    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        ids = self.ids = {}  # job index -> batch id, for the error messages of its lines
-        try:
-            for i, data in enumerate(jobs):
-                f = self._call("upload the batch input", self.client.files.create,
-                               file=(f"synthflow-{i}.jsonl", data), purpose="batch")  # fmt: skip
-                b = self._call("create the batch", self.client.batches.create, input_file_id=f.id,
-                               endpoint="/v1/chat/completions", completion_window=self.completion_window,
-                               **({"metadata": self.metadata} if self.metadata else {}))  # fmt: skip
-                ids[i] = b.id
-                self._open.add(b.id)
-                log.info("batch %s submitted to %s: %d request(s)", b.id, self.endpoint, data.count(b"\n"))
-            started = time.monotonic()
-            waiting = dict(ids)
-            while waiting:
-                for i, job_id in list(waiting.items()):
-                    b = self._call("poll the batch", self.client.batches.retrieve, job_id)
-                    counts = b.request_counts
-                    answered = (counts.completed + counts.failed) if counts else 0
-                    progress(i, answered)
-                    if b.status not in _DONE:
-                        log.info("batch %s: %s, %d/%d answered, %.0fs", job_id, b.status, answered,
-                                 counts.total if counts else 0, time.monotonic() - started)  # fmt: skip
-                        continue
-                    del waiting[i]
-                    self._open.discard(job_id)
-                    yield i, self._results(b, jobs[i].count(b"\n"))
-                if waiting:
-                    self._wait(waiting, jobs, started)
-        finally:
-            self.cancel()
+    def _submit(self, i: int, data: bytes) -> str:
+        f = self._call("upload the batch input", self.client.files.create,
+                       file=(f"synthflow-{i}.jsonl", data), purpose="batch")  # fmt: skip
+        b = self._call("create the batch", self.client.batches.create, input_file_id=f.id,
+                       endpoint="/v1/chat/completions", completion_window=self.completion_window,
+                       **({"metadata": self.metadata} if self.metadata else {}))  # fmt: skip
+        return b.id
 
-    def _results(self, b: Any, lines: int) -> list[dict[str, Any]]:
+    def _poll(self, job_id: str) -> tuple[Any, str, bool, int, int]:
+        b = self._call("poll the batch", self.client.batches.retrieve, job_id)
+        counts = b.request_counts
+        answered = (counts.completed + counts.failed) if counts else 0
+        return b, b.status, b.status in _DONE, answered, counts.total if counts else 0
+
+    def _fetch(self, b: Any, lines: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for file_id in (b.output_file_id, b.error_file_id):
             if file_id:
@@ -219,39 +240,19 @@ class AnthropicMessageBatches(_HTTPBatches):
         self.poll_interval_s = poll_interval_s
         self.max_wait_s = max_wait_s
 
-    def run_jobs(
-        self, jobs: Sequence[bytes], progress: JobProgress
-    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def _submit(self, i: int, data: bytes) -> str:
         batches = self.client.messages.batches
-        ids = self.ids = {}  # job index -> batch id, for the error messages of its lines
-        try:
-            for i, data in enumerate(jobs):
-                b = self._call("create the message batch", batches.create, requests=read_jsonl(data.decode()))
-                ids[i] = b.id
-                self._open.add(b.id)
-                log.info(
-                    "message batch %s submitted to %s: %d request(s)", b.id, self.endpoint, data.count(b"\n")
-                )
-            started = time.monotonic()
-            waiting = dict(ids)
-            while waiting:
-                for i, job_id in list(waiting.items()):
-                    b = self._call("poll the message batch", batches.retrieve, job_id)
-                    c = b.request_counts
-                    answered = c.succeeded + c.errored + c.canceled + c.expired
-                    progress(i, answered)
-                    if b.processing_status != "ended":
-                        log.info("message batch %s: %s, %d/%d answered, %.0fs", job_id, b.processing_status,
-                                 answered, answered + c.processing, time.monotonic() - started)  # fmt: skip
-                        continue
-                    del waiting[i]
-                    self._open.discard(job_id)
-                    results = self._call("download the batch results", batches.results, job_id)
-                    yield i, [_openai_line(r.model_dump(mode="json")) for r in results]
-                if waiting:
-                    self._wait(waiting, jobs, started)
-        finally:
-            self.cancel()
+        return self._call("create the message batch", batches.create, requests=read_jsonl(data.decode())).id
+
+    def _poll(self, job_id: str) -> tuple[Any, str, bool, int, int]:
+        b = self._call("poll the message batch", self.client.messages.batches.retrieve, job_id)
+        c = b.request_counts
+        answered = c.succeeded + c.errored + c.canceled + c.expired
+        return b, b.processing_status, b.processing_status == "ended", answered, answered + c.processing
+
+    def _fetch(self, b: Any, lines: int) -> list[dict[str, Any]]:
+        results = self._call("download the batch results", self.client.messages.batches.results, b.id)
+        return [_openai_line(r.model_dump(mode="json")) for r in results]
 
     def _cancel_job(self, job_id: str) -> None:
         self.client.messages.batches.cancel(job_id)
