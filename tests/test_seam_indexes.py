@@ -19,12 +19,14 @@ import pytest
 
 import synthflow
 from synthflow.dagster.assets import ROUND_OUTPUTS, PipelineKeys
+from synthflow.embedding import Embedder
 from synthflow.generators import Backend, register_backend
 from synthflow.generators.backends import backends
 from synthflow.generators.base import GenerationResult
 from synthflow.stages.previous import PreviousSet
 from synthflow.stages.prompts import request_seed
 from synthflow.stages.session import failed_checks
+from synthflow.stages.vector_index import model_slug
 from synthflow.store import Store
 from tests.seam_kit import failure_text, materialize
 from tests.test_pipeline import small_spec
@@ -102,11 +104,16 @@ def _scripted_double():
     backends.unregister("scripted_double")
 
 
-def _profile(project: Path, bad_round: int = 0) -> None:
+def _profile(project: Path, bad_round: int = 0, embedder: str = "all-MiniLM-L6-v2") -> None:
     text = (project / "resources" / "smoke.yaml").read_text()
     text = text.replace("  generator:\n    backend: smoke\n",
                         f"  generator:\n    backend: scripted_double\n    options:\n      bad_round: {bad_round}\n")  # fmt: skip
+    text = text.replace("    model: all-MiniLM-L6-v2\n", f"    model: '{embedder}'\n")
     (project / "resources" / "scripted.yaml").write_text(text)
+
+
+def _slug(embedder: str) -> str:
+    return model_slug(Embedder(embedder).model_id)
 
 
 def _round(defs, instance, keys, part, raise_on_error=True):
@@ -114,9 +121,10 @@ def _round(defs, instance, keys, part, raise_on_error=True):
 
 
 @pytest.mark.slow
-def test_rounds_reject_earlier_rows_through_the_indexes_without_reading_the_set(project, minilm):
+@pytest.mark.parametrize("embedder", ["all-MiniLM-L6-v2", "static:all-MiniLM-L6-v2"])
+def test_rounds_reject_earlier_rows_through_the_indexes_without_reading_the_set(project, minilm, embedder):
     spec = small_spec(project)
-    _profile(project)
+    _profile(project, embedder=embedder)
     keys = PipelineKeys(spec, ())
     defs = synthflow.build_pipeline_defs(spec, profile="scripted", project_root=project)
     store = Store(str(project / "store"))
@@ -152,6 +160,7 @@ def test_rounds_reject_earlier_rows_through_the_indexes_without_reading_the_set(
         assert sorted(p.name for p in (index_dir / "exact_dedup").iterdir()) == [f"{p}.u64" for p in ROUNDS]
         vectors = list((index_dir / "semantic").glob("*/vectors/*.parquet"))
         assert len(vectors) == 3
+        assert {p.parent.parent.name for p in vectors} == {_slug(embedder)}  # the index is the profile model's
 
         # Running round 3 again replaces its chunks (the cache answers; nothing is generated twice).
         res = _round(defs, instance, keys, ROUNDS[2])
