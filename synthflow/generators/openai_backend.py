@@ -260,6 +260,8 @@ class _Run:
         self._lock = threading.Lock()
         self._batch: list[tuple[GenerationRequest, GenerationResult]] | None = None
         self._outstanding = 0  # sent and not yet taken by the consumer
+        self._waiting = 0  # workers waiting for a slot
+        self._slot_freed = asyncio.Event()  # set (from the loop) when consumed() frees a slot someone waits for
         self._in_flight = 0  # requests waiting for the server now
         self.last_answer = time.monotonic()  # when the server last answered anything (the hang watchdog's clock)
 
@@ -267,13 +269,19 @@ class _Run:
         """From the consumer's thread: one result was taken (and, in a round, handed to the result cache)."""
         with self._lock:
             self._outstanding -= 1
+            if self._waiting and self._loop is not None and not self._loop.is_closed():
+                self._waiting = 0  # one wake-up for all of them; each takes its slot or registers again
+                self._loop.call_soon_threadsafe(self._slot_freed.set)
 
     def _take_slots(self, n: int) -> bool:
+        """Take n slots, or register as waiting for consumed() to free some (one atomic step, so a slot freed in
+        between is never missed)."""
         # A run of n samples takes n slots (at most all of them, or a run larger than the pool never starts).
         with self._lock:
             if self._outstanding + min(n, self.gen.max_concurrency) <= self.gen.max_concurrency:
                 self._outstanding += n
                 return True
+            self._waiting += 1
             return False
 
     def run(self) -> None:
@@ -368,8 +376,11 @@ class _Run:
             # Backpressure: never more than max_concurrency results sent and not yet taken by the consumer. A slow
             # consumer (a loaded machine) would otherwise let results pile up unstored, and a killed round would
             # re-send them all; with it, a resumed round re-sends at most what was in flight.
+            # Woken by consumed() rather than polling: on a saturated machine a polling loop keeps this thread
+            # runnable, which costs the consumer's thread its wake-ups and the server its CPU.
             while not self._take_slots(run.n):
-                await asyncio.sleep(0.002)
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
             results = await self._one(client, run)
             if self._batch is None:
                 self._batch = []
