@@ -1,13 +1,15 @@
 """Generation benchmarks G1, G2, G2' and E1 (G3, resume, is bench/resume.py).
 
 G1: VLLMGenerator vs plain `vllm.LLM.chat` (the chat template + `LLM.generate`) on the same prompts and sampling
-    params, one engine each. G2: OpenAIGenerator vs a plain `openai.AsyncOpenAI` client with the same concurrency,
-    against one vLLM OpenAI-compatible server on 127.0.0.1. Criterion for both: tokens/s ratio >= 0.95.
+    params, one engine each; criterion tokens/s ratio >= 0.95.
+G2: OpenAIGenerator vs a plain `openai.AsyncOpenAI` client with the same concurrency, against one vLLM
+    OpenAI-compatible server on 127.0.0.1; the tokens/s ratio is reported (>= 0.95 on a quiet machine), and
 G2': from the same G2 runs, this process's CPU seconds per 1,000 requests (the client's own cost, which on a loaded
-    machine it takes from the server on the same cores), ours against the plain client; criterion ratio <= 1.2.
-E1: one round of 500 accepted rows (schema, exact_dedup, semantic dedup) on the openai backend against the same
-    server: the generator's idle fraction (<= 10%) and accepted rows/s against a plain AsyncOpenAI client's
-    completions/s on the same requests (>= 0.85). G2 and E1 share one server.
+    machine it takes from the server on the same cores), ours against the plain client, is the criterion: <= 1.2.
+E1: one round of 500 accepted rows (schema, exact_dedup, semantic dedup on a static embedder distilled from
+    MiniLM) on the openai backend against the same server: the generator's idle fraction (<= 10%) and accepted
+    rows/s against a plain AsyncOpenAI client's completions/s on the same requests (>= 0.85). The same round with
+    MiniLM itself is reported beside them. G2 and E1 share one server.
 
 Both sides generate exactly the same number of tokens (min_tokens = max_tokens), so tokens/s compares like with like.
 The machine is shared and small, so each side runs `repeats` times, interleaved with the other in ABBA order, and
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.table import print_cells, verdict
 from synthflow.generators.base import GenerationRequest, GeneratorWrapper, SamplingParams, sample_seed
 
 CRITERION = 0.95
@@ -47,18 +50,12 @@ class Row:
     ours: str
     ratio: float
     criterion: str
-    passed: bool
+    passed: bool | None  # None: a figure reported beside the criteria, not judged
 
 
 def print_table(rows: Sequence[Row]) -> None:
     header = ["id", "task", "baseline", "ours", "ratio", "criterion", "pass"]
-    cells = [[r.id, r.task, r.baseline, r.ours, f"{r.ratio:.3f}", r.criterion, "yes" if r.passed else "NO"] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    print(line)
-    print("-+-".join("-" * w for w in widths))
-    for c in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+    print_cells(header, [[r.id, r.task, r.baseline, r.ours, f"{r.ratio:.3f}", r.criterion, verdict(r.passed)] for r in rows])
 
 
 def make_requests(n: int, max_tokens: int) -> list[GenerationRequest]:
@@ -121,7 +118,8 @@ def _top_half_mean(rates: Sequence[float]) -> float:
     return sum(best) / len(best)
 
 
-def _row(bid: str, task: str, base_label: str, base: Side, ours: Side) -> Row:
+def _row(bid: str, task: str, base_label: str, base: Side, ours: Side, *, judged: bool = True) -> Row:
+    """A tokens/s row; `judged=False` reports the ratio beside another row's criterion (G2 beside G2')."""
     if base.tokens != ours.tokens:
         raise RuntimeError(f"{bid}: the two sides generated different token counts ({base.tokens} vs {ours.tokens})")
     ratio = ours.rate / base.rate
@@ -131,8 +129,8 @@ def _row(bid: str, task: str, base_label: str, base: Side, ours: Side) -> Row:
         f"{base_label} {base.rate:,.0f} tok/s",
         f"{ours.rate:,.0f} tok/s",
         ratio,
-        f"ratio >= {CRITERION}",
-        ratio >= CRITERION,
+        f"ratio >= {CRITERION}" if judged else f"(beside G2'; >= {CRITERION} on a quiet machine)",
+        ratio >= CRITERION if judged else None,
     )
 
 
@@ -282,6 +280,7 @@ def g2_on(server: Any, *, n_prompts: int, max_tokens: int, concurrency: int, rep
             "AsyncOpenAI",
             base,
             mine,
+            judged=False,  # issue 14: on a shared machine the criterion is G2', the client's CPU per request
         ),
         _cpu_row(n_prompts, concurrency, base, mine),
     ]
@@ -338,8 +337,13 @@ generate:
 verify:
   - {{type: schema}}
   - {{type: exact_dedup}}
-  - {{type: dedup}}
+  - {{type: dedup{dedup_params}}}
 """
+# The dedup verifier's near-duplicate threshold per embedder. A static model's cosines run higher (it averages
+# token vectors): on the smoke model's random text, its nearest neighbours sit at a median cosine of 0.928 (MiniLM:
+# 0.688), and 15% of rows are at >= 0.95 (MiniLM: none), while a real near copy (a clause inserted) scores 0.983
+# (MiniLM 0.989). 0.97 is where it flags what MiniLM flags at 0.95 there (nothing), as a user calibrating would set it.
+E1_NEAR_DUPLICATE = {"static:all-MiniLM-L6-v2": 0.97}
 
 
 class _Recording(GeneratorWrapper):
@@ -355,6 +359,10 @@ class _Recording(GeneratorWrapper):
         yield from self.wrapped.generate(requests, progress=progress)
 
 
+E1_EMBEDDER = "static:all-MiniLM-L6-v2"  # synthflow.static_embedding: verification off the server's CPU
+E1_COMPARE_EMBEDDER = "all-MiniLM-L6-v2"  # the transformer itself, reported beside the criteria
+
+
 def e1_round(
     server: Any,
     *,
@@ -362,13 +370,16 @@ def e1_round(
     batch_size: int = 100,
     max_tokens: int = 48,
     concurrency: int = 32,
-    repeats: int = 4,
+    repeats: int = 6,
+    embedder: str = E1_EMBEDDER,
+    compare_embedder: str | None = E1_COMPARE_EMBEDDER,
 ) -> list[Row]:
-    """E1: one round of `rows` accepted rows (schema, exact_dedup, semantic dedup on MiniLM) through
+    """E1: one round of `rows` accepted rows (schema, exact_dedup, semantic dedup on `embedder`) through
     stages.round.run_round on the openai backend, against a plain AsyncOpenAI client sending the same requests
     (the ones whose results the round's candidates hold) with the same concurrency. ABBA order, `repeats` runs a
     side, the faster half's mean; each of our runs starts with an empty request cache and a fresh embedding
-    cache. One more round with overlap off (same run) shows what overlap wins back."""
+    cache. One more round with overlap off (same run) shows what overlap wins back, and `compare_embedder`'s
+    rounds (repeats // 2, judged against the same baseline runs) what the embedder costs: reported, not judged."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import pandas as pd
 
@@ -381,18 +392,27 @@ def e1_round(
     from synthflow.stages.seed import with_ids_and_text
     from synthflow.store import Store
 
-    text = E1_SPEC.format(rows=rows, budget=4 * rows, batch=batch_size, max_tokens=max_tokens)
-    spec = parse_spec(text, "e1.yaml")
+    def spec_for(model_name: str) -> Any:
+        near = E1_NEAR_DUPLICATE.get(model_name)
+        text = E1_SPEC.format(
+            rows=rows, budget=4 * rows, batch=batch_size, max_tokens=max_tokens,
+            dedup_params=f", near_duplicate_threshold: {near}" if near else "",
+        )  # fmt: skip
+        return parse_spec(text, "e1.yaml")
+
+    specs = {name: spec_for(name) for name in (embedder, compare_embedder) if name}
+    spec = specs[embedder]
     problems = [f"{r.messages[1][1]} How many are left?" for r in make_requests(60, 1)]
     seed = with_ids_and_text(pd.DataFrame({"problem": problems}), spec.seed)
     real = real_rows(seed, ["problem"], 0)
-    st_model = Embedder("all-MiniLM-L6-v2", device="cpu").model
+    loaded = {name: Embedder(name, device="cpu").model for name in (embedder, compare_embedder) if name}
 
-    def one_round(overlap: bool) -> tuple[Any, float, _Recording]:
-        emb = Embedder("all-MiniLM-L6-v2", device="cpu")
-        emb.use_model(st_model)  # the loaded weights, an empty text cache: every run embeds its rows
+    def one_round(overlap: bool, model_name: str = embedder) -> tuple[Any, float, _Recording]:
+        emb = Embedder(model_name, device="cpu")
+        emb.use_model(loaded[model_name])  # the loaded weights, an empty text cache: every run embeds its rows
         gen = _Recording(OpenAIGenerator(server.served_model_name, max_concurrency=concurrency))
-        s = spec.model_copy(update={"generate": spec.generate.model_copy(update={"overlap": overlap})})
+        base = specs[model_name]
+        s = base.model_copy(update={"generate": base.generate.model_copy(update={"overlap": overlap})})
         with tempfile.TemporaryDirectory(prefix="synthflow-e1-") as store_dir:
             t0 = time.perf_counter()
             out = run_round(
@@ -413,9 +433,14 @@ def e1_round(
     busy_rate: list[float] = []  # candidates per second of the round's generating time (idle time taken out)
     idle: list[float] = []
     accepted_frac: list[float] = []
+    other_rate: list[float] = []
+    other_idle: list[float] = []
+    other_pair: list[int] = []
     tokens = {"ours": 0, "baseline": 0}
     for i in range(repeats):
         order = ("ours", "baseline") if i % 2 else ("baseline", "ours")
+        if compare_embedder and i % 2:
+            order = (*order, "other")
         for side in order:
             if side == "ours":
                 out, wall, _ = one_round(True)
@@ -424,6 +449,11 @@ def e1_round(
                 busy_rate.append(len(out.candidates) / (wall * (1 - idle[-1])))
                 accepted_frac.append(len(out.accepted) / len(out.candidates))
                 tokens["ours"] = int(out.candidates["completion_tokens"].sum())
+            elif side == "other":
+                out, wall, _ = one_round(True, compare_embedder)
+                other_rate.append(len(out.accepted) / wall)
+                other_idle.append(out.coverage["generator_idle_fraction"])
+                other_pair.append(i)  # beside baseline run i
             else:
                 t0 = time.perf_counter()
                 done, toks = asyncio.run(_plain_round_requests(server.base_url, server.served_model_name, reqs, concurrency))
@@ -435,13 +465,21 @@ def e1_round(
           f"{len(reqs)} requests; completion tokens ours {tokens['ours']}, baseline {tokens['baseline']}; "
           f"overlap off: idle {seq.coverage['generator_idle_fraction']}, {len(seq.accepted) / seq_wall:.1f} rows/s; "
           f"ours: candidates/s while generating {[round(r, 1) for r in busy_rate]}; rejected by "
-          f"{first.verified['rejected_by'].value_counts().to_dict()}",
+          f"{first.verified['rejected_by'].value_counts().to_dict()}; with {compare_embedder}: rows/s "
+          f"{[round(r, 1) for r in other_rate]}, idle {other_idle}",
           file=sys.stderr, flush=True)  # fmt: skip
     mine, base = _top_half_mean(ours_rate), _top_half_mean(base_rate)
+    # The criterion is the median of each ABBA pair's ratio (our run over the baseline run next to it): a pair
+    # shares the machine's load of the moment, which on these shared cores moves either side by 2-3x between
+    # runs, so two unpaired means can be decided by one lucky run (the faster halves are printed beside it).
+    paired = statistics.median(o / b for o, b in zip(ours_rate, base_rate, strict=True))
     med_idle = statistics.median(idle)
     seq_idle = seq.coverage["generator_idle_fraction"]
-    task = f"round of {rows} rows (schema, exact_dedup, dedup), openai backend, batch {batch_size}, concurrency {concurrency}"
-    return [
+    task = (
+        f"round of {rows} rows (schema, exact_dedup, dedup on {embedder}), openai backend, batch {batch_size}, "
+        f"concurrency {concurrency}"
+    )
+    out_rows = [
         Row(
             "E1",
             f"{task}: generator idle fraction",
@@ -454,13 +492,24 @@ def e1_round(
         Row(
             "E1",
             f"{task}: accepted rows/s",
-            f"AsyncOpenAI {base:,.1f} completions/s",
-            f"{mine:,.1f} rows/s",
-            mine / base,
-            f"ratio >= {E1_RATIO}",
-            mine / base >= E1_RATIO,
+            f"AsyncOpenAI {base:,.1f} completions/s (faster half)",
+            f"{mine:,.1f} rows/s (faster half)",
+            paired,
+            f"median paired ratio >= {E1_RATIO}",
+            paired >= E1_RATIO,
         ),
     ]
+    if other_rate:
+        other_med_idle, other = statistics.median(other_idle), _top_half_mean(other_rate)
+        other_paired = statistics.median(o / base_rate[i] for o, i in zip(other_rate, other_pair, strict=True))
+        label = f"the same round with dedup on {compare_embedder}"
+        out_rows += [
+            Row("E1", f"{label}: generator idle fraction", f"{embedder} {med_idle:.3f}", f"{other_med_idle:.3f}",
+                other_med_idle / med_idle if med_idle > 0 else float("nan"), "(reported)", None),
+            Row("E1", f"{label}: accepted rows/s", f"AsyncOpenAI {base:,.1f} completions/s (faster half)",
+                f"{other:,.1f} rows/s (faster half)", other_paired, "(reported; median paired ratio)", None),
+        ]  # fmt: skip
+    return out_rows
 
 
 async def _plain_round_requests(
@@ -514,6 +563,8 @@ def run(
     concurrency: int = 32,
     engine_args: dict[str, Any] | None = None,
     e1_rows: int = 500,
+    e1_embedder: str = E1_EMBEDDER,
+    e1_compare_embedder: str = E1_COMPARE_EMBEDDER,
 ) -> list[Row]:
     """Run the chosen benchmarks and return their rows (printing is main()'s job)."""
     model = Path(model_dir) if model_dir else default_model_dir()
@@ -530,7 +581,10 @@ def run(
                           repeats=repeats or 8)
                 )  # fmt: skip
             if "E1" in only:
-                rows.extend(e1_round(server, rows=e1_rows, concurrency=concurrency, repeats=repeats or 4))
+                rows.extend(
+                    e1_round(server, rows=e1_rows, concurrency=concurrency, repeats=repeats or 6,
+                             embedder=e1_embedder, compare_embedder=e1_compare_embedder or None)
+                )  # fmt: skip
     return rows
 
 
@@ -538,12 +592,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="G1,G2,E1", help="comma-separated benchmark ids (default: G1,G2,E1)")
     p.add_argument("--model", default=None, help="model directory (default: the smoke model, built if needed)")
-    p.add_argument("--repeats", type=int, default=None, help="runs per side (default: 6 for G1, 8 for G2, 4 for E1)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per side (default: 6 for G1, 8 for G2, 6 for E1)")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--g1-prompts", type=int, default=2000)
     p.add_argument("--g2-prompts", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--e1-rows", type=int, default=500)
+    p.add_argument("--e1-embedder", default=E1_EMBEDDER, help=f"the dedup verifier's embedder (default {E1_EMBEDDER})")
+    p.add_argument("--e1-compare-embedder", default=E1_COMPARE_EMBEDDER,
+                   help="a second embedder whose rounds are reported beside the criteria ('' for none)")  # fmt: skip
     p.add_argument("--engine", default=None, help="JSON of vllm.LLM arguments overriding the CPU defaults (G1)")
     args = p.parse_args(argv)
     rows = run(
@@ -556,9 +613,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         engine_args=json.loads(args.engine) if args.engine else None,
         e1_rows=args.e1_rows,
+        e1_embedder=args.e1_embedder,
+        e1_compare_embedder=args.e1_compare_embedder,
     )
     print_table(rows)
-    return 0 if all(r.passed for r in rows) else 1
+    return 1 if any(r.passed is False for r in rows) else 0
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: this module must be importable without side effects
