@@ -112,7 +112,7 @@ def load_static(base_source: str, base_id: str, device: str, dims: int = DEFAULT
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
-    from synthflow.generators.folders import publish_folder
+    from synthflow.folders import publish_folder
     from synthflow.quiet import no_load_bars
 
     def build(tmp: Path) -> None:

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthflow.folders import publish_folder
 from synthflow.generators.errors import ModelUnavailable
-from synthflow.generators.folders import publish_folder
 
 
 @dataclass(frozen=True)

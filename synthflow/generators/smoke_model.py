@@ -24,7 +24,7 @@ import os
 import random
 from pathlib import Path
 
-from synthflow.generators.folders import publish_folder
+from synthflow.folders import publish_folder
 
 SMOKE_MODEL_NAME = "synthflow-smoke"
 

@@ -1,4 +1,4 @@
-"""Model folders built once and published atomically (the smoke model, converted GGUF models)."""
+"""Model folders built once and published atomically (the smoke model, converted GGUF models, static embedders)."""
 
 from __future__ import annotations
 
