@@ -211,3 +211,25 @@ def test_stopped_server_fails_within_the_documented_window(openai_env: VLLMServe
     # Continued, the server answers again, and the same generator goes through.
     results = list(gen.generate(reqs))
     assert len(results) == len(reqs) and all(res.error is None for _, res in results)
+
+
+def test_prefetched_requests_queue_behind_a_running_call_and_are_sent_once(openai_env) -> None:
+    """prefetch() while a call is sending: the later generate() of the same requests takes their results (the
+    server saw each request once); a prefetch nobody takes is dropped, and the run stops when nothing is open."""
+    gen = _gen(max_concurrency=4)
+    first = [_req(f"first {i}") for i in range(6)]
+    second = [_req(f"second {i}") for i in range(6)]
+    unused = [_req(f"unused {i}") for i in range(3)]
+    assert gen.prefetch(second) is None  # nothing is sending: nothing to queue behind
+    it = gen.generate(first)
+    got = [next(it)]  # the call is live now
+    assert gen.prefetch(second) is not None
+    drop = gen.prefetch(unused)
+    got += list(it)
+    assert {r.key(gen.model_id) for r, _ in got} == {r.key(gen.model_id) for r in first}
+    assert gen._live is not None  # the prefetches keep the run open
+    out = dict((r.key(gen.model_id), res) for r, res in gen.generate(second))
+    assert set(out) == {r.key(gen.model_id) for r in second} and not any(res.error for res in out.values())
+    drop()
+    assert gen._live is None and not gen._prefetched
+    assert gen.usage.server_requests <= len(first) + len(second) + len(unused)  # nothing sent twice

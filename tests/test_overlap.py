@@ -310,3 +310,35 @@ def test_two_rounds_with_overlap_through_dagster_beside_a_sequential_pipeline(pr
         assert ovl["accepted"].sum() <= ovl_spec.generate.rows_per_round
         cov = store.read(keys[ovl_spec.name].store_name, "coverage", part)
         assert 0 <= cov["generator_idle_fraction"].iloc[0] < 1
+
+
+@pytest.mark.slow
+def test_openai_batches_queue_behind_each_other_with_the_rows_of_sequential_order(tmp_path, fresh_embedder, openai_env):
+    """The openai backend against the real vLLM server: with overlap, batch k+1 is prefetched when it is planned
+    and its requests queue behind batch k's, so more requests are in flight at once than a batch holds (the server
+    never drains between batches), never more than max_concurrency; the rows are those of sequential order, and
+    nothing is sent twice."""
+    from synthflow.generators.openai_backend import OpenAIGenerator
+
+    text = SPEC.replace("batch_size: 12", "batch_size: 4").replace("rows_per_round: 40", "rows_per_round: 12")
+    text = text.replace("candidate_budget: 160", "candidate_budget: 48").replace("diversity: {clusters: 6, exploration: 0.1}\n", "")
+    text = text.replace("{text: {type: string}}", "{text: {type: string, maxLength: 40}}")
+    spec = parse_spec(text, str(tmp_path / "spec.yaml"))
+    seed = _seed(spec)
+    outs, gens = {}, {}
+    for overlap in (False, True):
+        gens[overlap] = OpenAIGenerator(openai_env.served_model_name, max_concurrency=6)
+        cache = ResultCache(Store(str(tmp_path / f"store-{overlap}")), spec.name)
+        outs[overlap] = run_round(
+            RoundInputs(spec=_with(spec, overlap=overlap), round_index=1, seed=seed, real=real_rows(seed, ["text"], 0),
+                        previous=None, generator=gens[overlap], cache=cache, embedder=fresh_embedder())
+        )  # fmt: skip
+    seq, ovl = outs[False], outs[True]
+    assert gens[False].peak_in_flight <= 4  # one batch at a time
+    assert 4 < gens[True].peak_in_flight <= 6, gens[True].peak_in_flight
+    assert gens[True]._live is None and not gens[True]._prefetched  # the run stopped with the round
+    cols = ["candidate_id", "_text", "accepted", "rejected_by"]
+    pd.testing.assert_frame_equal(seq.verified[cols], ovl.verified[cols])
+    assert len(ovl.candidates) > 2 * spec.generate.batch_size
+    # Sent once each: the candidates' requests, plus at most the one batch planned past the stop.
+    assert gens[True].usage.server_requests <= len(ovl.candidates) + spec.generate.batch_size

@@ -34,6 +34,8 @@ so the sums are what the server counted. A retry re-sends the whole run.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +43,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +134,12 @@ class OpenAIGenerator:
         self.extra_body = dict(extra_body or {})
         self.supports_n = bool(server_n)  # the capability run_generation and llm columns read (base.supports_n)
         self.usage = Usage()
+        # One run (event loop, client, worker pool) is live while any call or prefetch has requests on it; calls
+        # that come while it is live queue behind it (prefetch()).
+        self._runs_lock = threading.Lock()
+        self._live: _Run | None = None
+        self._prefetched: dict[tuple[str, ...], tuple[_Run, _Ticket]] = {}
+        self.peak_in_flight = 0  # the most requests ever waiting for the server at once (tests read it)
 
     @property
     def model_id(self) -> str:
@@ -196,20 +204,60 @@ class OpenAIGenerator:
         body.update(self.extra_body)
         return body
 
+    def prefetch(self, requests: Iterable[GenerationRequest]) -> Callable[[], None] | None:
+        """Queue `requests` behind what this generator is sending now, so the server is never left to drain between
+        two calls; the generate() call for the very same requests later takes their results.
+
+        For a round's next batch, planned while the current one generates (stages/overlap.py). Returns a function
+        that drops them again (a batch planned past the round's stop), or None when nothing is being sent (then
+        there is nothing to overlap with, and generate() sends them itself)."""
+        reqs = list(requests)
+        if not reqs:
+            return None
+        keys = tuple(r.key(self.model_id) for r in reqs)
+        with self._runs_lock:
+            run = self._live
+            if run is None or keys in self._prefetched:
+                return None
+            ticket = run.add(reqs)
+            if ticket is None:
+                return None
+            self._prefetched[keys] = (run, ticket)
+
+        def drop() -> None:
+            with self._runs_lock:
+                if self._prefetched.get(keys, (None, None))[1] is not ticket:
+                    return  # generate() took it
+                del self._prefetched[keys]
+            self._release(run, ticket)
+
+        return drop
+
     def generate(
         self, requests: Iterable[GenerationRequest], progress: ProgressCallback | None = None
     ) -> Iterator[tuple[GenerationRequest, GenerationResult]]:
         reqs = list(requests)
         if not reqs:
             return
-        run = _Run(self, reqs, self._base_url(), os.environ.get(self.api_key_env) or None)
-        thread = threading.Thread(target=run.run, name="synthflow-openai", daemon=True)
+        keys = tuple(r.key(self.model_id) for r in reqs)
+        with self._runs_lock:
+            found = self._prefetched.pop(keys, None)
+            if found is not None:
+                run, ticket = found
+            else:
+                run = self._live
+                ticket = run.add(reqs) if run is not None else None
+                if run is None or ticket is None:
+                    run = _Run(self, self._base_url(), os.environ.get(self.api_key_env) or None)
+                    ticket = run.add(reqs)
+                    assert ticket is not None
+                    run.start()
+                    self._live = run
         t0 = time.perf_counter()
-        thread.start()
         done = 0
         try:
             while done < len(reqs):
-                batch = run.out.get()
+                batch = ticket.out.get()
                 if isinstance(batch, BaseException):
                     raise batch
                 for request, result in batch:
@@ -218,11 +266,20 @@ class OpenAIGenerator:
                     if progress is not None:
                         progress(done, len(reqs))
                     yield request, result
-                    run.consumed()
+                    run.consumed(ticket)
         finally:
-            run.cancel()
-            thread.join()
+            self._release(run, ticket)
             self.usage.wall_seconds += time.perf_counter() - t0
+
+    def _release(self, run: _Run, ticket: _Ticket) -> None:
+        """A call is done with its ticket (all taken, stopped early, or a prefetch dropped); the run stops when it
+        was the last one open, cancelling whatever is still in flight."""
+        with self._runs_lock:
+            last = run.close_ticket(ticket)
+            if last and self._live is run:
+                self._live = None
+        if last:
+            run.stop()
 
     def close(self) -> None:
         """Nothing to release: each generate() call owns its connections and closes them when it ends."""
@@ -234,44 +291,103 @@ class OpenAIGenerator:
         self.close()
 
 
+class _Ticket:
+    """One call's share of a run: how many results it waits for, and the queue they come back on."""
+
+    def __init__(self, expected: int):
+        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.expected = expected
+        self.unconsumed = 0  # delivered to `out` and not yet taken: each holds a backpressure slot
+        self.closed = False  # its caller is gone: its queued requests are skipped, late results dropped
+
+
 class _Run:
-    """One generate() call: an event loop in a worker thread feeding `out` (a thread-safe queue).
+    """An event loop in a worker thread sending the requests of one or more calls (tickets), oldest first, through
+    one pool of `max_concurrency` workers; each ticket's results go to its own thread-safe queue.
 
     Results cross to the consumer's thread in batches: everything that completed in one pass of the event loop
     goes as one list. Each crossing wakes the consumer, which must take the GIL from the loop thread; on a
     saturated machine every such hand-off can stall the loop for an OS scheduling slice, so fewer is better.
     """
 
-    def __init__(self, gen: OpenAIGenerator, reqs: list[GenerationRequest], base_url: str, api_key: str | None):
+    def __init__(self, gen: OpenAIGenerator, base_url: str, api_key: str | None):
         self.gen = gen
-        self.reqs = reqs
-        self.runs = gen.runs(reqs)
         self.base_url = base_url
         self.api_key = api_key
         self.endpoint = retry.redact_url(base_url)
-        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pending: collections.deque[tuple[_Ticket, SampleRun]] = collections.deque()
         self.rng = random.Random()  # jitter only: needs no reproducibility
         self.last_success = float("-inf")
         self.retries_spent = 0
+        self.total = 0  # requests added, over all tickets
         self.completed = 0
+        self._tickets: list[_Ticket] = []
+        self._closing = False  # no ticket open any more, or the run failed: add() refuses
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
         self._lock = threading.Lock()
-        self._batch: list[tuple[GenerationRequest, GenerationResult]] | None = None
-        self._outstanding = 0  # sent and not yet taken by the consumer
+        self._batch: list[tuple[_Ticket, GenerationRequest, GenerationResult]] | None = None
+        self._outstanding = 0  # sent and not yet taken by a consumer
         self._waiting = 0  # workers waiting for a slot
         self._slot_freed = asyncio.Event()  # set (from the loop) when consumed() frees a slot someone waits for
+        self._work = asyncio.Event()  # set (from the loop) when add() queued requests for idle workers
         self._in_flight = 0  # requests waiting for the server now
         self.last_answer = time.monotonic()  # when the server last answered anything (the hang watchdog's clock)
 
-    def consumed(self) -> None:
+    # -- from the callers' threads --------------------------------------------------------------------------
+
+    def add(self, reqs: list[GenerationRequest]) -> _Ticket | None:
+        """Queue a call's requests behind those already queued; None when the run is stopping."""
+        with self._lock:
+            if self._closing:
+                return None
+            ticket = _Ticket(len(reqs))
+            self._tickets.append(ticket)
+            self.total += len(reqs)
+            self.pending.extend((ticket, run) for run in self.gen.runs(reqs))
+            loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed in between: the run is stopping anyway
+                loop.call_soon_threadsafe(self._work.set)
+        return ticket
+
+    def close_ticket(self, ticket: _Ticket) -> bool:
+        """The ticket's caller is done; its unconsumed results give their slots back. True when no ticket is open
+        any more (the run then refuses new ones and should be stopped)."""
+        with self._lock:
+            if not ticket.closed:
+                ticket.closed = True
+                self._free_locked(ticket.unconsumed)
+                ticket.unconsumed = 0
+                self._tickets.remove(ticket)
+            if not self._tickets:
+                self._closing = True
+            return self._closing and not self._tickets
+
+    def consumed(self, ticket: _Ticket) -> None:
         """From the consumer's thread: one result was taken (and, in a round, handed to the result cache)."""
         with self._lock:
-            self._outstanding -= 1
-            if self._waiting and self._loop is not None and not self._loop.is_closed():
-                self._waiting = 0  # one wake-up for all of them; each takes its slot or registers again
-                self._loop.call_soon_threadsafe(self._slot_freed.set)
+            ticket.unconsumed -= 1
+            self._free_locked(1)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="synthflow-openai", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel what is still in flight and wait for the loop's thread."""
+        self.cancel()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _free_locked(self, n: int) -> None:
+        self._outstanding -= n
+        if n and self._waiting and self._loop is not None and not self._loop.is_closed():
+            self._waiting = 0  # one wake-up for all of them; each takes its slot or registers again
+            self._loop.call_soon_threadsafe(self._slot_freed.set)
 
     def _take_slots(self, n: int) -> bool:
         """Take n slots, or register as waiting for consumed() to free some (one atomic step, so a slot freed in
@@ -289,15 +405,26 @@ class _Run:
             asyncio.run(self._main())
         except asyncio.CancelledError:
             pass
-        except BaseException as exc:  # noqa: BLE001 - hand anything unexpected to the consumer instead of losing it
-            self.out.put(exc)
+        except BaseException as exc:  # noqa: BLE001 - hand anything unexpected to the consumers instead of losing it
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Every open ticket's caller gets the error; later calls start a run of their own."""
+        with self._lock:
+            self._closing = True
+            self._failure = exc
+            tickets = list(self._tickets)
+        for t in tickets:
+            t.out.put(exc)
 
     def cancel(self) -> None:
-        """From the consumer's thread: stop sending (consumer finished, stopped early or raised)."""
+        """Stop sending (every caller finished, stopped early or raised)."""
         with self._lock:
             self._cancelled = True
             if self._loop is not None and self._task is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._task.cancel)
+
+    # -- on the loop --------------------------------------------------------------------------------------------
 
     async def _main(self) -> None:
         with self._lock:
@@ -314,24 +441,20 @@ class _Run:
             timeout=gen.timeout_s,
         )
         async with client:
-            pending = iter(self.runs)
-            workers = [
-                asyncio.create_task(self._worker(client, pending))
-                for _ in range(min(gen.max_concurrency, len(self.runs)))
-            ]
-            tasks = [*workers, asyncio.create_task(self._watchdog(client, workers))]
+            workers = [asyncio.create_task(self._worker(client)) for _ in range(gen.max_concurrency)]
+            tasks = [*workers, asyncio.create_task(self._watchdog(client))]
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.gather(*tasks)  # ends by cancellation (stop) or an error
             except EndpointUnavailable as exc:
                 self._flush()
-                self.out.put(exc)
+                self._fail(exc)
             finally:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._flush()
 
-    async def _watchdog(self, client: openai.AsyncOpenAI, workers: list[asyncio.Task[None]]) -> None:
+    async def _watchdog(self, client: openai.AsyncOpenAI) -> None:
         """Raise EndpointUnavailable when requests are in flight and the server has answered nothing (completion,
         HTTP error or probe) for `hung_after_s`: a stopped process keeps its socket open, so connections succeed
         and only each request's own timeout would end them."""
@@ -340,7 +463,7 @@ class _Run:
             return
         tick = min(1.0, gen.hung_after_s / 10)
         probe_after = gen.hung_after_s / 4
-        while not all(w.done() for w in workers):
+        while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
             if self._in_flight == 0:
@@ -354,7 +477,7 @@ class _Run:
                     f"in flight or to GET /models probes: the server accepts connections but does not respond "
                     "(stopped or hung?)",
                     retries=self.retries_spent,
-                    unfinished=len(self.reqs) - self.completed,
+                    unfinished=self.total - self.completed,
                 )
             if silent >= probe_after:
                 await self._probe(client, min(gen.probe_timeout_s, max(0.5, gen.hung_after_s - silent)))
@@ -369,28 +492,58 @@ class _Run:
             return
         self.last_answer = time.monotonic()
 
-    async def _worker(self, client: openai.AsyncOpenAI, pending: Iterator[SampleRun]) -> None:
-        # A fixed pool of workers pulling from one iterator bounds concurrency like a semaphore would, without
-        # creating a task per request for rounds of 100k requests.
-        for run in pending:
-            # Backpressure: never more than max_concurrency results sent and not yet taken by the consumer. A slow
-            # consumer (a loaded machine) would otherwise let results pile up unstored, and a killed round would
-            # re-send them all; with it, a resumed round re-sends at most what was in flight.
-            # Woken by consumed() rather than polling: on a saturated machine a polling loop keeps this thread
-            # runnable, which costs the consumer's thread its wake-ups and the server its CPU.
+    def _next(self) -> tuple[_Ticket, SampleRun] | None:
+        with self._lock:
+            while self.pending:
+                ticket, run = self.pending.popleft()
+                if not ticket.closed:
+                    return ticket, run
+            return None
+
+    async def _worker(self, client: openai.AsyncOpenAI) -> None:
+        # A fixed pool of workers pulling from one queue bounds concurrency like a semaphore would, without
+        # creating a task per request for rounds of 100k requests; idle workers wait for add().
+        while True:
+            item = self._next()
+            if item is None:
+                self._work.clear()
+                if self.pending:
+                    continue
+                await self._work.wait()
+                continue
+            ticket, run = item
+            # Backpressure: never more than max_concurrency results sent and not yet taken by their consumers. A
+            # slow consumer (a loaded machine) would otherwise let results pile up unstored, and a killed round
+            # would re-send them all; with it, a resumed round re-sends at most what was in flight. Woken by
+            # consumed() rather than polling: on a saturated machine a polling loop keeps this thread runnable,
+            # which costs the consumer's thread its wake-ups and the server its CPU.
             while not self._take_slots(run.n):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+            if ticket.closed:
+                with self._lock:
+                    self._free_locked(run.n)
+                continue
             results = await self._one(client, run)
             if self._batch is None:
                 self._batch = []
                 asyncio.get_running_loop().call_soon(self._flush)
-            self._batch.extend(zip(run.requests, results, strict=True))
+            self._batch.extend((ticket, req, res) for req, res in zip(run.requests, results, strict=True))
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
-        if batch:
-            self.out.put(batch)
+        if not batch:
+            return
+        by_ticket: dict[int, tuple[_Ticket, list[tuple[GenerationRequest, GenerationResult]]]] = {}
+        with self._lock:
+            for ticket, req, res in batch:
+                if ticket.closed:
+                    self._free_locked(1)  # nobody takes it any more
+                    continue
+                ticket.unconsumed += 1
+                by_ticket.setdefault(id(ticket), (ticket, []))[1].append((req, res))
+        for ticket, items in by_ticket.values():
+            ticket.out.put(items)
 
     async def _one(self, client: openai.AsyncOpenAI, run: SampleRun) -> list[GenerationResult]:
         """The results of one run (one request), one per sample; a failure is every sample's failure."""
@@ -421,7 +574,7 @@ class _Run:
             message = f"{failure.kind}: {self.endpoint}: {failure.detail}"
             if failure.status in _FATAL_STATUSES:
                 raise EndpointUnavailable(
-                    self.endpoint, message, retries=self.retries_spent, unfinished=len(self.reqs) - self.completed
+                    self.endpoint, message, retries=self.retries_spent, unfinished=self.total - self.completed
                 )
             if failure.kind not in retry.RETRYABLE:
                 return failed(message)
@@ -433,7 +586,7 @@ class _Run:
                         self.endpoint,
                         message,
                         retries=self.retries_spent,
-                        unfinished=len(self.reqs) - self.completed,
+                        unfinished=self.total - self.completed,
                     )
                 return failed(message)
             retries += 1
@@ -448,6 +601,7 @@ class _Run:
         known = {k: v for k, v in body.items() if k in _CREATE_PARAMS}
         extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMS}
         self._in_flight += 1
+        self.gen.peak_in_flight = max(self.gen.peak_in_flight, self._in_flight)
         try:
             # The raw response, read with json.loads: building the client's pydantic models for every completion
             # costs CPU that, on a small machine, the server itself is short of.

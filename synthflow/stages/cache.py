@@ -23,6 +23,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -54,11 +55,18 @@ class ResultCache:
         self._log: IO[bytes] | None = None
         self._log_path: str | None = None
         self._synced_at = 0.0
+        self._load_lock = threading.Lock()  # a round's next batch is looked up on the round's thread (prefetch)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, GenerationResult]:
+        if self._results is not None:
+            return self._results
+        with self._load_lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> dict[str, GenerationResult]:
         if self._results is None:
-            self._results = {}
+            results: dict[str, GenerationResult] = {}
             fs = self.store.fs
             if fs.exists(self.dir):
                 orphans: list[tuple[str, list[GenerationResult]]] = []
@@ -73,9 +81,10 @@ class ResultCache:
                     else:
                         continue
                     for rec in records:
-                        self._results[rec.key] = rec
+                        results[rec.key] = rec
                 for path, records in orphans:
                     self._compact(records, [path])
+            self._results = results  # published whole: a reader without the lock never sees it half-filled
         return self._results
 
     def get(self, key: str) -> GenerationResult | None:

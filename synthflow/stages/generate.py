@@ -60,15 +60,7 @@ def run_generation(
     """
     model = generator.model_id
     keys = [r.key(model) for r in requests]
-    found: dict[str, GenerationResult] = {}
-    missing: dict[str, GenerationRequest] = {}
-    for req, key in zip(requests, keys, strict=True):
-        hit = cache.get(key)
-        if hit is not None:
-            found[key] = hit
-        else:
-            missing.setdefault(key, req)
-    todo = list(missing.values())
+    found, todo = split_cached(requests, keys, cache)
     stats = GenerationStats(
         requested=len(requests),
         from_cache=len(found),
@@ -86,6 +78,38 @@ def run_generation(
         cache.flush()
         stats.usage.wall_seconds = time.perf_counter() - start
     return [found[k] for k in keys], stats
+
+
+def split_cached(
+    requests: Sequence[GenerationRequest], keys: Sequence[str], cache: ResultCache
+) -> tuple[dict[str, GenerationResult], list[GenerationRequest]]:
+    """(the cached results by key, the requests still to send: one per key, in order)."""
+    found: dict[str, GenerationResult] = {}
+    missing: dict[str, GenerationRequest] = {}
+    for req, key in zip(requests, keys, strict=True):
+        hit = cache.get(key)
+        if hit is not None:
+            found[key] = hit
+        else:
+            missing.setdefault(key, req)
+    return found, list(missing.values())
+
+
+def prefetch_uncached(
+    requests: Sequence[GenerationRequest], generator: Generator, cache: ResultCache
+) -> Callable[[], None] | None:
+    """Queue the uncached `requests` on a generator that can take them early (the openai backend's prefetch:
+    behind what it is sending now), for the run_generation() call that will ask for them; returns what drops them
+    again, or None. Looks through wrappers (budget meter, caches) for `prefetch`."""
+    inner: object = generator
+    while not hasattr(inner, "prefetch") and isinstance(inner, GeneratorWrapper):
+        inner = inner.wrapped
+    prefetch = getattr(inner, "prefetch", None)
+    if prefetch is None:
+        return None
+    model = generator.model_id
+    _, todo = split_cached(requests, [r.key(model) for r in requests], cache)
+    return prefetch(todo) if todo else None
 
 
 class CachingGenerator(GeneratorWrapper):

@@ -67,15 +67,26 @@ class _Stoppable(_Passthrough):
 class Job(Generic[T]):
     """One batch's generation, `size` candidates: queued on the worker (overlap) or run on first result()."""
 
-    def __init__(self, runner: BatchRunner, fn: Callable[[Wrap], T], size: int):
+    def __init__(
+        self, runner: BatchRunner, fn: Callable[[Wrap], T], size: int, on_done: Callable[[], None] | None = None
+    ):
         self.size = size
         self._runner = runner
         self._fn = fn
         self._stop = threading.Event()
         self._future: Future[T] | None = None
+        self._on_done = on_done  # once the job has run or was cancelled: drops what was prefetched and not taken
+        self._done_lock = threading.Lock()
+
+    def _done(self) -> None:
+        with self._done_lock:
+            fn, self._on_done = self._on_done, None
+        if fn is not None:
+            fn()
 
     def _run(self) -> T:
         if self._stop.is_set():
+            self._done()
             raise Cancelled
         with self._runner.lock:
             start = time.perf_counter()
@@ -84,14 +95,15 @@ class Job(Generic[T]):
             finally:
                 # Jobs run one at a time, so summed durations are the time with a request in flight.
                 self._runner.busy_s += time.perf_counter() - start
+                self._done()
 
     def result(self) -> T:
         return self._future.result() if self._future is not None else self._run()
 
     def cancel(self) -> None:
         self._stop.set()
-        if self._future is not None:
-            self._future.cancel()  # one that has not started never runs
+        if self._future is not None and self._future.cancel():  # one that has not started never runs
+            self._done()
 
 
 class BatchRunner:
@@ -105,10 +117,10 @@ class BatchRunner:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="synthflow-batch") if overlap else None
         self._jobs: list[Job[Any]] = []
 
-    def submit(self, fn: Callable[[Wrap], T], size: int) -> Job[T]:
+    def submit(self, fn: Callable[[Wrap], T], size: int, on_done: Callable[[], None] | None = None) -> Job[T]:
         """`fn(wrap)` generates the batch; it passes every generator it calls through `wrap`, which lets a
-        cancelled batch stop early."""
-        job = Job(self, fn, size)
+        cancelled batch stop early. `on_done` runs once the job has run or was cancelled."""
+        job = Job(self, fn, size, on_done)
         if self._pool is not None:
             job._future = self._pool.submit(job._run)
             self._jobs.append(job)
@@ -130,6 +142,8 @@ class BatchRunner:
                 with contextlib.suppress(Cancelled, CancelledError, Exception):
                     job._future.result()
         self._pool.shutdown(wait=True)
+        for job in self._jobs:
+            job._done()  # a job whose future was cancelled after it had started and ended: nothing left behind
 
 
 def prepare_verifiers(verifiers: Sequence[Any], ctx: Any) -> None:

@@ -26,7 +26,7 @@ from synthflow.stages.budget import BudgetMeter
 from synthflow.stages.cache import ResultCache
 from synthflow.stages.columns import dag as columns_dag
 from synthflow.stages.coverage import round_counts
-from synthflow.stages.generate import GenerationStats, run_generation
+from synthflow.stages.generate import GenerationStats, prefetch_uncached, run_generation
 from synthflow.stages.overlap import BatchRunner, Job, Wrap, prepare_verifiers
 from synthflow.stages.parse import candidates_frame, parse_outputs
 from synthflow.stages.previous import BASE_NOT_HELD, PreviousSet, add_counts, append_unread, counts_of
@@ -404,8 +404,14 @@ class _Batches:
                     for i, (t, ex) in enumerate(self.planner.plan(n, rng))
                 ]
                 progress = _offset(inp.progress, first, budget)
+                # With overlap this batch is planned while the one before it generates: its requests queue behind
+                # that one's on a backend that can take them early (openai), so the server never drains between
+                # the two batches; the job below then takes their results, and drops them if cancelled.
+                drop = prefetch_uncached(requests, inp.generator, inp.cache) if self.runner.overlap else None
                 job = self.runner.submit(
-                    lambda wrap: run_generation(requests, wrap(inp.generator), inp.cache, progress=progress), n
+                    lambda wrap: run_generation(requests, wrap(inp.generator), inp.cache, progress=progress),
+                    n,
+                    on_done=drop,
                 )
 
                 def finish(out: Any) -> Collected:
