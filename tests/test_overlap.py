@@ -174,7 +174,7 @@ def test_overlap_matches_sequential_with_the_smoke_model(tmp_path, fresh_embedde
     (seq, seq_cache), (ovl, ovl_cache) = runs
     _assert_same_round(seq, ovl)
     _assert_cache_keys(spec, seq, seq_cache, ovl_cache)
-    assert len(seq.candidates) >= 3 * 6  # several batches, so batches really overlapped
+    assert len(seq.candidates) > 2 * 6  # three batches at least, so batches really overlapped
     texts = pd.Series([r.text for r in seq_cache._load().values()])
     assert texts.str.len().gt(0).all()
 

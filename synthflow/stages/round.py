@@ -146,10 +146,12 @@ def _next_batch_size(spec: PipelineSpec, wanted: int, accepted: int, generated: 
     planned but not yet verified; 0: nothing until those are verified."""
     remaining_budget = spec.generate.candidate_limit - generated - pending
     needed = wanted - accepted
-    rate = accepted / generated if generated else 1.0
-    # Ask for what the acceptance rate so far says is needed, with a margin, less what is already on its way, but
-    # never more than a batch.
-    estimate = math.ceil(needed * 1.2 / max(rate, 0.05)) - pending
+    rate = max(accepted / generated if generated else 1.0, 0.05)
+    # Ask for what the acceptance rate so far says is needed, plus two binomial standard deviations of its rejects,
+    # less what is already on its way, but never more than a batch. A flat margin on the whole remainder (it was
+    # 20%) generated a tail of rows past the quota at high acceptance rates: work thrown away.
+    expected_rejects_sd = math.sqrt(needed * (1 - rate)) / rate if needed > 0 else 0.0
+    estimate = math.ceil(needed / rate + 2 * expected_rejects_sd) - pending
     return max(0, min(spec.generate.batch_size, remaining_budget, estimate))
 
 
