@@ -29,6 +29,28 @@ def test_index_persists_per_round_and_a_rerun_replaces_its_chunk(tmp_path):
     assert TextIndex(store, "p").load(["r1"]).contains(text_hashes(["new round two"])).tolist() == [False]
 
 
+def test_a_local_index_reads_no_chunk_whole_and_sees_a_rerun_of_its_round(tmp_path):
+    """On a local store, opening the index reads nothing: each lookup maps the chunks, so a round run again since
+    (its chunk replaced by a rename) is what the next lookup sees."""
+    store = Store(str(tmp_path / "store"))
+    TextIndex(store, "p").write("r1", text_hashes([f"row {i}" for i in range(1000)]))
+    TextIndex(store, "p").write("r2", text_hashes([]))
+    index = TextIndex(store, "p").load(["r1", "r2"])
+    assert index._chunks == [] and len(index) == 1000 and index.nbytes == 8000
+    assert index.contains(text_hashes(["row 7", "other"])).tolist() == [True, False]
+    TextIndex(store, "p").write("r1", text_hashes(["other"]))  # round 1 run again
+    assert index.contains(text_hashes(["row 7", "other"])).tolist() == [False, True]
+    TextIndex(store, "p").write("r1", text_hashes([]))  # and again, accepting nothing
+    assert index.contains(text_hashes(["row 7", "other"])).tolist() == [False, False]
+
+
+def test_an_object_store_index_is_fetched_whole(tmp_path):
+    store = Store("memory://text-index-test/store")
+    TextIndex(store, "p").write("r1", text_hashes(["What is 2+2?"]))
+    index = TextIndex(store, "p").load(["r1"])
+    assert index.contains(text_hashes(["what is 2+2?", "unseen"])).tolist() == [True, False]
+
+
 def test_exact_dedup_rejects_earlier_rounds_rows_through_the_index(tmp_path):
     store = Store(str(tmp_path / "store"))
     TextIndex(store, "p").write("r1", text_hashes(["A question from round one"]))

@@ -2,14 +2,18 @@
 their rows.
 
 Each round partition adds one immutable chunk, the sorted 64-bit hashes of the normalized texts it accepted, at
-`{store}/{pipeline}/_index/{name}/{partition}.u64`. Round r loads the chunks of the partitions before it (8 bytes
-a row instead of the rows themselves) and writes its own; running a round again replaces that round's chunk, so
+`{store}/{pipeline}/_index/{name}/{partition}.u64`. Round r opens the chunks of the partitions before it and
+writes its own. On a local store each lookup memory-maps the chunks and binary-searches them, touching a few pages
+of each: a round reads O(new rows x rounds x log) bytes of the index, not 8 bytes per accumulated row, and holds no
+descriptor between lookups. On an object store each chunk is fetched whole (8 bytes a row, still not the rows); running a round again replaces that round's chunk, so
 the index always matches the rounds' current versions. Hashes are pandas' keyed 64-bit hash of the text that
 `synthflow.text.normalize_text` gives, the normalization the `exact_dedup` verifier compares.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -34,35 +38,50 @@ class TextIndex:
         self.store = store
         self.pipeline = pipeline
         self.name = name
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[np.ndarray] = []  # fetched whole (object stores)
+        self._mapped: list[tuple[str, int]] = []  # (path, rows): memory-mapped per lookup (local stores)
 
     def _path(self, partition: str) -> str:
         return self.store.path(self.pipeline, INDEX_DIR, self.name, f"{partition}.u64")
 
     def load(self, partitions: Sequence[str]) -> TextIndex:
-        """Load the chunks of `partitions` (those never written add nothing)."""
+        """Open the chunks of `partitions` (those never written add nothing)."""
         fs = self.store.fs
         for p in partitions:
             path = self._path(p)
-            if fs.exists(path):
+            if not fs.exists(path):
+                continue
+            if self.store.local:
+                size = os.path.getsize(path)
+                if size:
+                    self._mapped.append((path, size // 8))
+            else:
                 self._chunks.append(np.frombuffer(fs.cat_file(path), dtype="<u8"))
         return self
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._chunks)
+        return sum(len(c) for c in self._chunks) + sum(rows for _, rows in self._mapped)
 
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for c in self._chunks)
+        return 8 * len(self)
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """Whether each hash is in the index."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
         found = np.zeros(len(hashes), dtype=bool)
         for chunk in self._chunks:
-            if not len(chunk):
-                continue
-            pos = np.searchsorted(chunk, hashes)
-            found |= chunk[np.minimum(pos, len(chunk) - 1)] == hashes
+            found |= _in_sorted(chunk, hashes)
+        # Mapped for the lookup and unmapped after it: thousands of rounds must not hold thousands of descriptors.
+        for path, _ in self._mapped:
+            with open(path, "rb") as f:
+                if not os.fstat(f.fileno()).st_size:  # a round run again that accepted nothing
+                    continue
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            with m:
+                chunk = np.frombuffer(m, dtype="<u8")
+                found |= _in_sorted(chunk, hashes)
+                del chunk  # the map cannot close while an array still points into it
         return found
 
     def write(self, partition: str, hashes: np.ndarray) -> None:
@@ -70,3 +89,10 @@ class TextIndex:
         chunk = np.unique(np.asarray(hashes, dtype=np.uint64)).astype("<u8")
         self.store.write_bytes_atomic(self._path(partition), chunk.tobytes())
         self._chunks.append(chunk)
+
+
+def _in_sorted(chunk: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    if not len(chunk):
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.searchsorted(chunk, hashes)
+    return chunk[np.minimum(pos, len(chunk) - 1)] == hashes
