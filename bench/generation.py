@@ -472,7 +472,11 @@ def e1_round(
     # The criterion is the median of each ABBA pair's ratio (our run over the baseline run next to it): a pair
     # shares the machine's load of the moment, which on these shared cores moves either side by 2-3x between
     # runs, so two unpaired means can be decided by one lucky run (the faster halves are printed beside it).
-    paired = statistics.median(o / b for o, b in zip(ours_rate, base_rate, strict=True))
+    ratios = [o / b for o, b in zip(ours_rate, base_rate, strict=True)]
+    paired = statistics.median(ratios)
+    # On 2 shared cores the vLLM server runs at one of two speeds (docs/generation.md, "E1, third pass"): the
+    # spread of the pairs' ratios says how much the median can be trusted.
+    print(f"E1 paired ratios (ours / baseline beside it): {[round(r, 2) for r in ratios]}", file=sys.stderr, flush=True)
     med_idle = statistics.median(idle)
     seq_idle = seq.coverage["generator_idle_fraction"]
     task = (
