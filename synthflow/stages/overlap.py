@@ -142,8 +142,6 @@ class BatchRunner:
                 with contextlib.suppress(Cancelled, CancelledError, Exception):
                     job._future.result()
         self._pool.shutdown(wait=True)
-        for job in self._jobs:
-            job._done()  # a job whose future was cancelled after it had started and ended: nothing left behind
 
 
 def prepare_verifiers(verifiers: Sequence[Any], ctx: Any) -> None:

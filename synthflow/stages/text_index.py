@@ -5,9 +5,10 @@ Each round partition adds one immutable chunk, the sorted 64-bit hashes of the n
 `{store}/{pipeline}/_index/{name}/{partition}.u64`. Round r opens the chunks of the partitions before it and
 writes its own. On a local store each lookup memory-maps the chunks and binary-searches them, touching a few pages
 of each: a round reads O(new rows x rounds x log) bytes of the index, not 8 bytes per accumulated row, and holds no
-descriptor between lookups. On an object store each chunk is fetched whole (8 bytes a row, still not the rows); running a round again replaces that round's chunk, so
-the index always matches the rounds' current versions. Hashes are pandas' keyed 64-bit hash of the text that
-`synthflow.text.normalize_text` gives, the normalization the `exact_dedup` verifier compares.
+descriptor between lookups. On an object store each chunk is fetched whole (8 bytes a row, still not the rows).
+Running a round again replaces that round's chunk, so the index always matches the rounds' current versions.
+Hashes are pandas' keyed 64-bit hash of the text that `synthflow.text.normalize_text` gives, the normalization the
+`exact_dedup` verifier compares.
 """
 
 from __future__ import annotations
@@ -52,9 +53,7 @@ class TextIndex:
             if not fs.exists(path):
                 continue
             if self.store.local:
-                size = os.path.getsize(path)
-                if size:
-                    self._mapped.append((path, size // 8))
+                self._mapped.append((path, os.path.getsize(path) // 8))
             else:
                 self._chunks.append(np.frombuffer(fs.cat_file(path), dtype="<u8"))
         return self
