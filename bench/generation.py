@@ -315,6 +315,9 @@ async def _plain_openai(
 
 E1_MAX_IDLE = 0.10  # generator idle fraction of the round
 E1_RATIO = 0.85  # accepted rows/s against the plain client's completions/s on the same requests
+# ABBA pairs: single runs of either side spread 2-3x on these shared cores, even 2-s slices of one run do
+# (docs/generation.md, "E1, fourth pass"), so the median needs more pairs than G2's
+E1_REPEATS = 10
 
 E1_SPEC = """
 name: e1_round
@@ -370,7 +373,7 @@ def e1_round(
     batch_size: int = 100,
     max_tokens: int = 48,
     concurrency: int = 32,
-    repeats: int = 6,
+    repeats: int = E1_REPEATS,
     embedder: str = E1_EMBEDDER,
     compare_embedder: str | None = E1_COMPARE_EMBEDDER,
 ) -> list[Row]:
@@ -586,7 +589,7 @@ def run(
                 )  # fmt: skip
             if "E1" in only:
                 rows.extend(
-                    e1_round(server, rows=e1_rows, concurrency=concurrency, repeats=repeats or 6,
+                    e1_round(server, rows=e1_rows, concurrency=concurrency, repeats=repeats or E1_REPEATS,
                              embedder=e1_embedder, compare_embedder=e1_compare_embedder or None)
                 )  # fmt: skip
     return rows
@@ -596,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="G1,G2,E1", help="comma-separated benchmark ids (default: G1,G2,E1)")
     p.add_argument("--model", default=None, help="model directory (default: the smoke model, built if needed)")
-    p.add_argument("--repeats", type=int, default=None, help="runs per side (default: 6 for G1, 8 for G2, 6 for E1)")
+    p.add_argument("--repeats", type=int, default=None, help=f"runs per side (default: 6 for G1, 8 for G2, {E1_REPEATS} for E1)")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--g1-prompts", type=int, default=2000)
     p.add_argument("--g2-prompts", type=int, default=500)

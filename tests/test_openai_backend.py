@@ -233,3 +233,31 @@ def test_prefetched_requests_queue_behind_a_running_call_and_are_sent_once(opena
     drop()
     assert gen._live is None and not gen._prefetched
     assert gen.usage.server_requests <= len(first) + len(second) + len(unused)  # nothing sent twice
+
+
+@pytest.mark.parametrize("buffer", [0, 2])
+def test_a_paused_caller_holds_at_most_the_in_flight_and_the_result_buffer(openai_env: VLLMServer, buffer) -> None:
+    """Backpressure: while the caller holds a result (a round stores it before it comes back for the next), the
+    server gets max_concurrency + result_buffer requests and no more; the buffer lets finished workers send on
+    without waiting for the caller's thread, and in flight it is still max_concurrency at most. (What a killed
+    round may re-send, bench/resume.py.)"""
+    gen = _gen(max_concurrency=2, result_buffer=buffer)
+    reqs = [_req(f"paused {buffer} {i}") for i in range(12)]
+    before = openai_env.chat_requests()
+    it = gen.generate(reqs)
+    next(it)  # one yielded, and the caller does not come back for the next yet
+    deadline = time.monotonic() + 20
+    expected = 2 + buffer
+    while time.monotonic() < deadline and openai_env.chat_requests() - before < expected:
+        time.sleep(0.2)
+    time.sleep(1.5)  # long enough for a few more answers, had anything more been sent
+    assert openai_env.chat_requests() - before == expected
+    assert gen.peak_in_flight <= 2
+    rest = list(it)
+    assert len(rest) == 11 and not any(res.error for _, res in rest)
+    assert openai_env.chat_requests() - before == 12
+
+
+def test_result_buffer_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="result_buffer"):
+        OpenAIGenerator(SERVED_MODEL, result_buffer=-1)

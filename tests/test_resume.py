@@ -22,8 +22,9 @@ def test_killed_round_resends_at_most_the_one_in_flight_and_ends_identical(live_
     assert r.stored_before_kill >= 7, r
     # The resumed run sends exactly the requests that had no stored result ...
     assert r.sent_after == r.total - r.stored_before_kill, r
-    # ... so what is sent twice is what was in flight at the kill: one request at concurrency 1.
-    assert 0 <= r.resent <= 1, r
+    # ... so what is sent twice is what was sent and not stored at the kill: at concurrency 1, one request in flight
+    # and one result waiting for the round (the backend's result_buffer defaults to max_concurrency).
+    assert 0 <= r.resent <= r.bound == 2, r
     assert r.identical, "the resumed round must end with the rows of an uninterrupted run"
     # The killed run does not stay STARTED: the next `synthflow run` marked it failed (issue 12, case 12). (Each
     # `synthflow run` is a run for seed and seed map, then one per round.)
@@ -36,9 +37,9 @@ def test_killed_round_at_concurrency_8_resends_only_what_was_in_flight(live_vllm
     # finished 28, and re-send at least the 12 unstored results, whatever was in flight.
     r = measure(server.base_url, server.api_key, server.served_model_name, rows=48, chunk=16, concurrency=8,
                 kill_after=28, compare=False)
-    assert r.stored_before_kill >= 28 - 8, r
+    assert r.stored_before_kill >= 28 - 16, r
     assert r.sent_after == r.total - r.stored_before_kill, r
-    assert 0 <= r.resent <= 8, r
+    assert 0 <= r.resent <= r.bound == 16, r
     assert r.run_statuses == ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"], r
 
 

@@ -1,16 +1,16 @@
 """Generation results stored as they arrive, keyed by the request hash.
 
 On a local store every result is appended to this process's log file and written through to the OS before put()
-returns, so a killed process loses nothing that reached put(): a rerun re-sends at most the requests that were in
-flight at the kill (with the openai backend, at most `max_concurrency`: it never has more than that sent and not
-yet handed to put()). The log is fsynced at most FSYNC_EVERY_S apart (group commit: an fsync costs ~1 ms here, a
+returns, so a killed process loses nothing that reached put(): a rerun re-sends at most the requests that were sent
+and not yet handed to put() at the kill (with the openai backend, at most `max_concurrency + result_buffer`: the
+requests in flight and the results waiting for the caller). The log is fsynced at most FSYNC_EVERY_S apart (group commit: an fsync costs ~1 ms here, a
 put() without one ~10 us, and a fast server returns more than 1,000 results a second), so a crash of the whole
 machine loses at most the last FSYNC_EVERY_S of results.
 flush() (the end of each generation call) compacts the log into a Parquet chunk and removes it; logs left by a
 killed process are read like chunks and compacted by the next process on that host that opens the cache.
 
 Object stores cannot append, so there results go out in Parquet chunks of `chunk_size` (`generate.store_every`)
-and a killed round re-sends up to `chunk_size - 1 + max_concurrency` requests.
+and a killed round re-sends up to `chunk_size - 1 + max_concurrency + result_buffer` requests.
 
 Chunks and logs are never rewritten and each writer has its own log, so concurrent writers cannot clobber each
 other; a key found twice (a log compacted by a writer killed before it removed the log) has one result.
