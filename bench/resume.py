@@ -94,7 +94,9 @@ class ResumeResult:
     def bound(self) -> int:
         """Requests a killed round may re-send: the openai backend's `max_concurrency` in flight plus its
         `result_buffer` (default `max_concurrency`) of results waiting for the round to store them."""
-        return 2 * self.concurrency
+        from synthflow.generators.openai_backend import OpenAIGenerator
+
+        return self.concurrency + OpenAIGenerator("probe", max_concurrency=self.concurrency).result_buffer
 
     @property
     def ok(self) -> bool:

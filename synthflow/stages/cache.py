@@ -3,8 +3,8 @@
 On a local store every result is appended to this process's log file and written through to the OS before put()
 returns, so a killed process loses nothing that reached put(): a rerun re-sends at most the requests that were sent
 and not yet handed to put() at the kill (with the openai backend, at most `max_concurrency + result_buffer`: the
-requests in flight and the results waiting for the caller). The log is fsynced at most FSYNC_EVERY_S apart (group commit: an fsync costs ~1 ms here, a
-put() without one ~10 us, and a fast server returns more than 1,000 results a second), so a crash of the whole
+requests in flight and the results waiting for the caller). The log is fsynced at most FSYNC_EVERY_S apart
+(group commit: an fsync costs ~1 ms here, a put() without one ~10 us, and a fast server returns more than 1,000 results a second), so a crash of the whole
 machine loses at most the last FSYNC_EVERY_S of results.
 flush() (the end of each generation call) compacts the log into a Parquet chunk and removes it; logs left by a
 killed process are read like chunks and compacted by the next process on that host that opens the cache.
